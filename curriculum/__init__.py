@@ -1,0 +1,1 @@
+"""dl-curriculum: project definitions, models and helpers shared by the pipeline stages."""

@@ -1,0 +1,7 @@
+"""Prefect flows over the DVC pipeline: one task per DVC stage, ordered by dvc.yaml's graph."""
+import os
+
+# No network here: keep every library's telemetry off before it is imported.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -1,0 +1,35 @@
+"""Scheduled deployments, declared once in ``prefect.yaml`` and served from here or deployed
+to a work pool with ``prefect deploy``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
+
+from pipeline.flows import project_flow
+
+
+def deployment_specs(repo_root: Path) -> list[dict[str, Any]]:
+    return yaml.safe_load((repo_root / "prefect.yaml").read_text())["deployments"]
+
+
+def build_deployments(repo_root: Path) -> list[RunnerDeployment]:
+    """The ``prefect.yaml`` deployments as runner deployments of ``project_flow``, run in ``repo_root``."""
+    return [
+        project_flow.to_deployment(
+            name=spec["name"],
+            description=spec.get("description"),
+            parameters={**spec.get("parameters", {}), "repo_root": str(repo_root)},
+            schedules=[Cron(s["cron"], timezone=s.get("timezone", "UTC")) for s in spec.get("schedules", [])],
+        )
+        for spec in deployment_specs(repo_root)
+    ]
+
+
+def serve_deployments(repo_root: Path) -> None:
+    """Register the deployments and run their scheduled flow runs until interrupted."""
+    serve(*build_deployments(repo_root))
