@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny-slice copy of the repository, built once with the real DVC."""
+from __future__ import annotations
+
+import os
+
+# TensorFlow then triton in one process segfaults; torch imports triton lazily, so load it first.
+try:
+    import triton  # noqa: F401
+except ImportError:
+    pass
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.smoke import REPO_ROOT, build_smoke_repo, dvc
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository with tiny-slice params, after one full ``dvc repro`` (read-only for tests)."""
+    root = build_smoke_repo(tmp_path_factory.mktemp("smoke") / "repo")
+    dvc(root, "repro")
+    return root
+
+
+@pytest.fixture
+def repo_copy(built_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the built repository, DVC cache included, for tests that change it."""
+    target = tmp_path / "repo"
+    shutil.copytree(built_repo, target, symlinks=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """A real, throw-away Prefect API (fresh database) shared by every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+__all__ = ["REPO_ROOT"]

@@ -1,0 +1,84 @@
+"""The Prefect flow and deployments against a real (test-harness) Prefect API."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from pipeline import dvc_bridge
+from pipeline.deployments import build_deployments
+from pipeline.flows import project_flow
+from tests.smoke import REPO_ROOT, dvc
+
+IC = "image_classification"
+
+
+def test_flow_tasks_come_from_the_dvc_graph(built_repo):
+    nodes = dvc_bridge.project_stages(built_repo, IC)
+    names = [node.name for node in nodes]
+    assert names[:3] == [f"download@{IC}", f"validate@{IC}", f"preprocess@{IC}"]
+    assert set(names[3:]) == {f"{kind}@{IC}-{fw}" for kind in ("train", "evaluate", "export") for fw in ("keras", "torch")}
+    position = {name: i for i, name in enumerate(names)}
+    for node in nodes:  # every stage comes after everything it depends on
+        assert all(position[upstream] < position[node.name] for upstream in node.upstream)
+    with pytest.raises(KeyError, match="no stages for project 'nope'"):
+        dvc_bridge.project_stages(built_repo, "nope")
+
+
+async def _flow_run_details(flow_run_id):
+    async with get_client() as client:
+        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = await client.read_artifacts()
+    return tasks, artifacts
+
+
+def test_flow_runs_each_stage_through_dvc_and_publishes_metrics(prefect_api, repo_copy):
+    params_path = repo_copy / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params[IC]["evaluate"]["misclassified_examples"] = 10  # only the evaluate stages must rerun
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    state = project_flow(project=IC, repo_root=str(repo_copy), return_state=True)
+    assert state.is_completed()
+    results = {r["stage"]: r["ran"] for r in state.result()}
+    assert results == {node.name: node.kind == "evaluate" for node in dvc_bridge.project_stages(repo_copy, IC)}
+    assert "up to date" in dvc(repo_copy, "status").stdout
+
+    tasks, artifacts = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
+    assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == sorted(results)
+    table = next(a for a in artifacts if a.key == "image-classification-metrics")
+    assert "accuracy" in str(table.data)
+
+
+def test_failing_stage_fails_the_flow_and_skips_downstream(prefect_api, repo_copy):
+    params_path = repo_copy / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params[IC]["validate"]["max_class_imbalance"] = -0.5  # no class can be that balanced
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    processed_before = (repo_copy / f"data/{IC}/processed/splits.npz").read_bytes()
+
+    state = project_flow(project=IC, repo_root=str(repo_copy), return_state=True)
+    assert state.is_failed()
+    tasks, _ = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
+    by_stage = {t.name.rsplit("-", 1)[0]: t.state for t in tasks}
+    assert by_stage[f"validate@{IC}"].is_failed()
+    assert not any(by_stage[name].is_completed() for name in by_stage if name.startswith(("preprocess", "train")))
+    assert (repo_copy / f"data/{IC}/processed/splits.npz").read_bytes() == processed_before
+
+
+def test_deployments_from_prefect_yaml_register_with_their_schedules(prefect_api):
+    deployments = build_deployments(REPO_ROOT)
+    specs = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
+    assert [d.name for d in deployments] == [s["name"] for s in specs]
+
+    async def apply_and_read():
+        ids = [await d.apply() for d in deployments]
+        async with get_client() as client:
+            return [await client.read_deployment(i) for i in ids]
+
+    for deployment, spec in zip(asyncio.run(apply_and_read()), specs):
+        assert deployment.parameters["project"] == spec["parameters"]["project"]
+        assert [s.schedule.cron for s in deployment.schedules] == [s["cron"] for s in spec["schedules"]]
