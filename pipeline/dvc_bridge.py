@@ -6,6 +6,7 @@ index of ``dvc.yaml``. A project's stages are the foreach entries named after it
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ SKIPPED_MARKER = "didn't change, skipping"
 
 @dataclass(frozen=True)
 class StageNode:
-    name: str            # DVC's address, e.g. "train@image_classification-keras"
+    name: str            # the stage name in dvc.yaml, e.g. "train@image_classification-keras"
     kind: str            # the stage definition, e.g. "train"
     upstream: tuple[str, ...]
 
@@ -34,24 +35,24 @@ def project_of(stage_name: str) -> str | None:
 
 def project_names(repo_root: Path) -> list[str]:
     with Repo(str(repo_root)) as repo:
-        return sorted({p for stage in repo.index.stages if (p := project_of(stage.addressing))})
+        return sorted({p for stage in repo.index.stages if (p := project_of(stage.name))})
 
 
 def project_stages(repo_root: Path, project: str) -> list[StageNode]:
     """The project's stages in an order DVC would run them, each with its upstream stages."""
     with Repo(str(repo_root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        nodes = [stage for stage in graph.nodes if project_of(stage.addressing) == project]
+        nodes = [stage for stage in graph.nodes if project_of(stage.name) == project]
         if not nodes:
-            known = sorted({p for s in graph.nodes if (p := project_of(s.addressing))})
+            known = sorted({p for s in graph.nodes if (p := project_of(s.name))})
             raise KeyError(f"dvc.yaml has no stages for project {project!r}; it has {', '.join(known)}")
         subgraph = graph.subgraph(nodes)
-        order = reversed(list(nx.lexicographical_topological_sort(subgraph, key=lambda s: s.addressing)))
+        order = reversed(list(nx.lexicographical_topological_sort(subgraph, key=lambda s: s.name)))
         return [
             StageNode(
-                name=stage.addressing,
-                kind=stage.addressing.split("@")[0],
-                upstream=tuple(sorted(dep.addressing for dep in subgraph.successors(stage))),
+                name=stage.name,
+                kind=stage.name.split("@")[0],
+                upstream=tuple(sorted(dep.name for dep in subgraph.successors(stage))),
             )
             for stage in order
         ]
@@ -82,9 +83,9 @@ def repro_stage(repo_root: Path, stage_name: str, log: Callable[[str], Any] = pr
 
 
 def project_metrics(repo_root: Path, project: str) -> dict[str, dict[str, Any]]:
-    """The project's DVC metrics files in the workspace, as ``dvc metrics show`` reads them."""
-    import dvc.api
-
-    metrics = dvc.api.metrics_show(repo=str(repo_root))
-    prefix = f"reports/{project}/"
-    return {path: values for path, values in sorted(metrics.items()) if path.startswith(prefix)}
+    """The metrics files the project's stages declare in dvc.yaml, read from the workspace."""
+    with Repo(str(repo_root)) as repo:
+        paths = sorted(
+            out.def_path for stage in repo.index.stages if project_of(stage.name) == project for out in stage.metrics
+        )
+    return {path: json.loads((repo_root / path).read_text()) for path in paths if (repo_root / path).exists()}

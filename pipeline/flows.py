@@ -37,13 +37,17 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Nested detail (per-class scores, per-table validation counts) stays in the files themselves.
+DETAIL_PREFIXES = ("per_class.", "tables.", "statistics.")
+
+
 def metrics_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (metrics file, metric) -- the headline numbers, not per-class detail."""
+    """One row per (metrics file, headline metric)."""
     rows = []
     for path, content in metrics.items():
-        for name, value in _flatten(content.get("data", {})).items():
-            if isinstance(value, (int, float)) and not name.startswith("per_class."):
-                rows.append({"file": path, "metric": name, "value": round(float(value), 6)})
+        for name, value in _flatten(content).items():
+            if isinstance(value, (int, float)) and not name.startswith(DETAIL_PREFIXES):
+                rows.append({"file": path, "metric": name, "value": float(f"{value:.6g}")})
     return rows
 
 
