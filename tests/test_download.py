@@ -5,8 +5,10 @@ wheel from the configured package index.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import pickle
 import re
 import tarfile
 import threading
@@ -15,9 +17,11 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from curriculum import download as dl
+from curriculum.projects import image_classification
 from curriculum.download import (
     DownloadError,
     RemoteFile,
@@ -350,3 +354,59 @@ def test_fetch_pypi_file_checks_the_pinned_sha256(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dl.subprocess, "run", no_pip)
     assert fetch_pypi_file("six", "1.16.0", SIX_WHEEL, SIX_SHA256, dest) == path
+
+
+# --- the image-classification sources, end to end against the local server ----------------
+
+def _idx_gz(array: np.ndarray) -> bytes:
+    header = (0x0800 | array.ndim).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return gzip.compress(header + array.astype(np.uint8).tobytes())
+
+
+def _serve(server, name: str, body: bytes, **pins) -> RemoteFile:
+    server.files[f"/{name}"] = body
+    return RemoteFile(url=f"{server.url}/{name}", filename=name, **pins)
+
+
+def test_full_mnist_source_downloads_verifies_and_parses(server, tmp_path, monkeypatch):
+    """Generated IDX files (not MNIST) served locally, through the real fetch_mnist path."""
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.integers(0, 256, (20, 28, 28)), "y": np.arange(20) % 10,
+              "x_test": rng.integers(0, 256, (10, 28, 28)), "y_test": np.arange(10)}
+    files = {}
+    for key, array in arrays.items():
+        body = _idx_gz(array)
+        files[key] = _serve(server, f"{key}.gz", body, md5=hashlib.md5(body).hexdigest())
+    monkeypatch.setattr(image_classification, "MNIST_FILES", files)
+
+    raw = image_classification.fetch_mnist(tmp_path / "work", tmp_path / "partial")
+    assert raw["x"].shape == (20, 28, 28, 1) and np.array_equal(raw["x"][..., 0], arrays["x"])
+    assert np.array_equal(raw["y_test"], arrays["y_test"])
+
+    files["y"] = RemoteFile(url=files["y"].url, filename="y-corrupt.gz", md5="0" * 32)
+    with pytest.raises(DownloadError, match="md5"):
+        image_classification.fetch_mnist(tmp_path / "work", tmp_path / "partial")
+    assert not (tmp_path / "work" / "y-corrupt.gz").exists()
+
+
+def test_cifar10_source_extracts_safely_and_reads_batches(server, tmp_path, monkeypatch):
+    """A generated CIFAR-10-layout tarball (random pixels) through the real fetch_cifar10 path."""
+    rng = np.random.default_rng(0)
+    members = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        members[f"cifar-10-batches-py/{name}"] = pickle.dumps(batch)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    body = buffer.getvalue()
+    remote = _serve(server, "cifar.tar.gz", body, sha256=hashlib.sha256(body).hexdigest(), size=len(body))
+    monkeypatch.setattr(image_classification, "CIFAR10_FILE", remote)
+
+    raw = image_classification.fetch_cifar10(tmp_path / "work", tmp_path / "partial")
+    assert raw["x"].shape == (20, 32, 32, 3) and raw["x_test"].shape == (4, 32, 32, 3)
+    assert raw["y"].tolist() == [0, 1, 2, 3] * 5
+    assert raw["class_names"][0] == "airplane"
