@@ -34,7 +34,7 @@ def main() -> None:
     if task == "binary":
         write_json(args.plots / "roc.json", metrics.roc_records(y_test, proba.reshape(-1)))
         write_json(args.plots / "precision_recall.json", metrics.precision_recall_records(y_test, proba.reshape(-1)))
-    if x_test.ndim == 4:
+    if x_test.ndim == 4 and params.get("misclassified_examples"):  # image projects only
         misclassified_grid(x_test, y_test, y_pred, class_names, args.plots / "misclassified.png", params["misclassified_examples"])
     print(f"{args.project}/{args.framework}: " + ", ".join(
         f"{key} {value:.4f}" for key, value in scores.items() if isinstance(value, float)))

@@ -3,6 +3,11 @@
 The ONNX file is run with onnxruntime in a fresh process on the whole test split and must
 agree with the trained model: identical predicted labels and probabilities within
 ``parity_atol``. Otherwise the stage fails and the export is not accepted.
+
+When preprocessing standardised the inputs it keeps the fitted ``input_mean``/``input_scale``
+in the splits; then the back end folds them into the exported models, which take raw rows,
+and the check feeds them the raw test rows (``x_test * scale + mean``) while the reference is
+the trained model on the standardised rows.
 """
 from __future__ import annotations
 
@@ -48,12 +53,16 @@ def main() -> None:
     args = parser.parse_args()
     params = load_project_params(args.params, args.project)["export"]
     trained = load_trained(args.model_dir)
-    x_test = load_npz(args.data / SPLITS_FILE)["x_test"]
+    splits = load_npz(args.data / SPLITS_FILE)
+    x_test = splits["x_test"]
+    normaliser = {"mean": splits["input_mean"], "scale": splits["input_scale"]} if "input_mean" in splits else None
+    exported_input = x_test * normaliser["scale"] + normaliser["mean"] if normaliser else x_test
 
-    files = trained.backend.export(trained.model, args.out, x_test)
+    files = trained.backend.export(trained.model, args.out, exported_input, normaliser=normaliser)
     reference = trained.backend.predict_proba(trained.model, x_test)
-    report = parity_report(reference, onnx_in_fresh_process(files["onnx"], x_test), trained.meta["task"])
+    report = parity_report(reference, onnx_in_fresh_process(files["onnx"], exported_input), trained.meta["task"])
     report["files"] = {kind: path.name for kind, path in files.items()}
+    report["raw_input"] = normaliser is not None  # the standardiser is inside the exported models
     write_json(args.report, report)
     if not report["identical_argmax"] or report["max_abs_diff"] > params["parity_atol"]:
         sys.exit(f"ONNX parity failed for {args.project}/{args.framework}: {report} (atol {params['parity_atol']})")

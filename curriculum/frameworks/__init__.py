@@ -11,6 +11,7 @@ from types import ModuleType
 
 BACKENDS = {
     "keras": "curriculum.frameworks.keras_backend",
+    "numpy": "curriculum.frameworks.numpy_backend",
     "torch": "curriculum.frameworks.torch_backend",
 }
 

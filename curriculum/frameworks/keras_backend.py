@@ -28,6 +28,19 @@ def _targets(y: np.ndarray, task: str) -> np.ndarray:
     return y.astype("float32").reshape(-1, 1) if task == "binary" else y
 
 
+class _PrintEvery(keras.callbacks.Callback):
+    """One line of the epoch's logs every ``every`` epochs (instead of Keras' per-epoch progress bar)."""
+
+    def __init__(self, every: int):
+        super().__init__()
+        self.every = every
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        if (epoch + 1) % self.every == 0:
+            values = " ".join(f"{name} {float(value):.4g}" for name, value in (logs or {}).items())
+            print(f"epoch {epoch + 1}: {values}", flush=True)
+
+
 def fit(
     model: keras.Model,
     splits: Mapping[str, np.ndarray],
@@ -55,16 +68,27 @@ def fit(
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=settings["factor"], patience=settings["patience"], min_lr=settings["min_lr"]
         ))
+    log_every = train_params.get("log_every")
+    if log_every:
+        callbacks.append(_PrintEvery(log_every))
+    # pos_weight (binary only) weights the positive examples' loss, as torch's BCEWithLogitsLoss(pos_weight=...);
+    # the validation loss is weighted the same way, so the best checkpoint is chosen on the same loss as in torch.
+    pos_weight = train_params.get("pos_weight") if task == "binary" else None
+    class_weight = {0: 1.0, 1: float(pos_weight)} if pos_weight else None
+    validation_data = (splits["x_val"], _targets(splits["y_val"], task))
+    if class_weight:
+        validation_data += (np.where(splits["y_val"] == 1, class_weight[1], 1.0).astype("float32"),)
     x_train = splits["x_train"]
     model.fit(
         x_train,
         _targets(splits["y_train"], task),
-        validation_data=(splits["x_val"], _targets(splits["y_val"], task)),
+        validation_data=validation_data,
         epochs=train_params["epochs"],
         batch_size=train_params["batch_size"] or len(x_train),
         shuffle=True,
+        class_weight=class_weight,
         callbacks=callbacks,
-        verbose=train_params.get("verbose", 1),
+        verbose=train_params.get("verbose", 0 if log_every else 1),
     )
     return load(model_dir, build=None, task=task)
 
@@ -78,9 +102,24 @@ def predict_proba(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return model.predict(x, batch_size=1024, verbose=0)
 
 
-def export(model: keras.Model, export_dir: Path, sample: np.ndarray) -> dict[str, Path]:
-    """Write the native ``.keras`` file and an ONNX graph (via tf2onnx) with a dynamic batch axis."""
+def export(
+    model: keras.Model, export_dir: Path, sample: np.ndarray, normaliser: Mapping[str, np.ndarray] | None = None
+) -> dict[str, Path]:
+    """Write the native ``.keras`` file and an ONNX graph (via tf2onnx) with a dynamic batch axis.
+
+    With a ``normaliser`` (``mean``/``scale`` fitted in preprocessing) both put the standardiser in
+    front of the model, so they take raw rows; ``sample`` is then raw rows too. It is a Rescaling
+    layer, ``x * (1 / scale) + (-mean / scale)``: Keras' Normalization layer with fixed mean and
+    variance holds them as captured tensors, which tf2onnx turns into extra graph inputs.
+    """
     export_dir.mkdir(parents=True, exist_ok=True)
+    if normaliser is not None:
+        mean = np.asarray(normaliser["mean"], dtype="float32")
+        scale = np.asarray(normaliser["scale"], dtype="float32")
+        model = keras.Sequential(
+            [keras.Input(shape=mean.shape), keras.layers.Rescaling(scale=1.0 / scale, offset=-mean / scale), model],
+            name=f"{model.name}_raw_input",
+        )
     native, onnx_path = export_dir / MODEL_FILE, export_dir / "model.onnx"
     model.save(native)
     model.predict(sample[:1], verbose=0)  # ONNX export needs a built, called model

@@ -91,6 +91,7 @@ def fit(
     checkpoint = model_dir / MODEL_FILE
     best_val_loss, epochs_without_improvement = float("inf"), 0
     l2 = train_params["l2"]
+    log_every = train_params.get("log_every") or 1  # print a line every this many epochs
 
     for epoch in range(1, train_params["epochs"] + 1):
         model.train()
@@ -114,8 +115,9 @@ def fit(
         }.items():
             live.log_metric(name, value)
         live.next_step()
-        print(f"epoch {epoch}: loss {total_loss / seen:.4f} acc {total_correct / seen:.4f} "
-              f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} lr {learning_rate:.2e}", flush=True)
+        if epoch % log_every == 0:
+            print(f"epoch {epoch}: loss {total_loss / seen:.4f} acc {total_correct / seen:.4f} "
+                  f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} lr {learning_rate:.2e}", flush=True)
         if val_loss < best_val_loss:
             best_val_loss, epochs_without_improvement = val_loss, 0
             torch.save(model.state_dict(), checkpoint)
@@ -144,9 +146,30 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np
     return torch.cat(batches).numpy()
 
 
-def export(model: nn.Module, export_dir: Path, sample: np.ndarray) -> dict[str, Path]:
-    """Write a ``torch.export`` program (.pt2) and an ONNX graph, both with a dynamic batch axis."""
+class StandardisedInput(nn.Module):
+    """Folds a standardiser into the graph: ``model((x - mean) / scale)``, so raw rows go in."""
+
+    def __init__(self, model: nn.Module, mean: np.ndarray, scale: np.ndarray):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, dtype=np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.scale)
+
+
+def export(
+    model: nn.Module, export_dir: Path, sample: np.ndarray, normaliser: Mapping[str, np.ndarray] | None = None
+) -> dict[str, Path]:
+    """Write a ``torch.export`` program (.pt2) and an ONNX graph, both with a dynamic batch axis.
+
+    With a ``normaliser`` (``mean``/``scale`` fitted in preprocessing) both take raw rows and
+    standardise them as their first op; ``sample`` is then raw rows too.
+    """
     export_dir.mkdir(parents=True, exist_ok=True)
+    if normaliser is not None:
+        model = StandardisedInput(model, normaliser["mean"], normaliser["scale"]).eval()
     native, onnx_path = export_dir / "model.pt2", export_dir / "model.onnx"
     example = (torch.from_numpy(np.ascontiguousarray(sample[:2], dtype=np.float32)),)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch")}}

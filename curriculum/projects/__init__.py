@@ -11,6 +11,7 @@ from curriculum.projects.base import Project
 
 REGISTRY = {
     "image_classification": "curriculum.projects.image_classification",
+    "simple_nn": "curriculum.projects.simple_nn",
 }
 
 

@@ -1,0 +1,192 @@
+"""NumPy from scratch: the back-end interface around ``curriculum.models.numpy_mlp``.
+
+Same contract as the Keras and torch back ends (``seed_everything``, ``fit``, ``load``,
+``predict_proba``, ``export``), the same DVCLive metric names, the same best-by-validation-loss
+checkpoint, early stopping and reduce-LR-on-plateau semantics as the torch loop. The model is
+the dict of float64 arrays ``numpy_mlp`` works on; it is saved as ``.npz`` (no pickle). Export
+writes the weights with the standardiser as ``model.npz`` (served by ``numpy_mlp.score_raw_rows``)
+and the same network as an ONNX graph written node by node, so the pipeline's parity check
+covers this variant too. Binary tasks only.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from dvclive import Live
+
+from curriculum.io import load_npz, save_npz
+from curriculum.models import numpy_mlp
+
+MODEL_FILE = "model.npz"
+ONNX_OPSET = 17
+ONNX_IR_VERSION = 8  # what opset 17 needs; readable by every onnxruntime since 1.11
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and NumPy's global generators (the builder draws its initial weights from NumPy's)."""
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def _check_binary(task: str) -> None:
+    if task != "binary":
+        raise ValueError(f"the NumPy back end trains binary classifiers only, not {task!r}")
+
+
+class _ReduceLROnPlateau:
+    """torch's ReduceLROnPlateau (mode min, relative threshold 1e-4, no cooldown), for parity with the torch loop."""
+
+    def __init__(self, factor: float, patience: int, min_lr: float, threshold: float = 1e-4):
+        self.factor, self.patience, self.min_lr, self.threshold = factor, patience, min_lr, threshold
+        self.best, self.bad_epochs = float("inf"), 0
+
+    def step(self, val_loss: float, learning_rate: float) -> float:
+        if val_loss < self.best * (1.0 - self.threshold):
+            self.best, self.bad_epochs = val_loss, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            self.bad_epochs = 0
+            return max(learning_rate * self.factor, self.min_lr)
+        return learning_rate
+
+
+def fit(
+    model: numpy_mlp.Params,
+    splits: Mapping[str, np.ndarray],
+    task: str,
+    train_params: Mapping[str, Any],
+    seed: int,
+    model_dir: Path,
+    live: Live,
+) -> numpy_mlp.Params:
+    """Adam on the from-scratch network; (mini-)batches shuffled with ``seed``; full batch when
+    ``batch_size`` is null. Keeps the weights of the best validation-loss epoch and returns them."""
+    _check_binary(task)
+    params = {name: np.asarray(model[name], dtype=np.float64) for name in numpy_mlp.PARAM_NAMES}
+    x_train = np.asarray(splits["x_train"], dtype=np.float64)
+    y_train = np.asarray(splits["y_train"], dtype=np.float64).reshape(-1, 1)
+    x_val = np.asarray(splits["x_val"], dtype=np.float64)
+    y_val = np.asarray(splits["y_val"], dtype=np.float64).reshape(-1, 1)
+    pos_weight, l2 = train_params.get("pos_weight"), train_params["l2"]
+    learning_rate = train_params["learning_rate"]
+    batch_size = train_params["batch_size"] or len(x_train)
+    log_every = train_params.get("log_every") or 1
+    patience = (train_params.get("early_stopping") or {}).get("patience")
+    reduce_lr = train_params.get("reduce_lr")
+    scheduler = _ReduceLROnPlateau(reduce_lr["factor"], reduce_lr["patience"], reduce_lr["min_lr"]) if reduce_lr else None
+    rng = np.random.default_rng(seed)
+    state = numpy_mlp.adam_init(params)
+    checkpoint = model_dir / MODEL_FILE
+    best_val_loss, epochs_without_improvement = float("inf"), 0
+
+    for epoch in range(1, train_params["epochs"] + 1):
+        order = rng.permutation(len(x_train))
+        total_loss, total_correct = 0.0, 0.0
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            params, state, loss, logits = numpy_mlp.train_step(
+                params, state, x_train[batch], y_train[batch], learning_rate, pos_weight, l2)
+            total_loss += loss * len(batch)
+            total_correct += float(((logits > 0) == (y_train[batch] > 0.5)).sum())
+        val_logits, _ = numpy_mlp.forward(params, x_val)
+        val_loss = numpy_mlp.bce_with_logits(val_logits, y_val, pos_weight)
+        val_accuracy = float(((val_logits > 0) == (y_val > 0.5)).mean())
+        train_loss, train_accuracy = total_loss / len(x_train), total_correct / len(x_train)
+        for name, value in {
+            "train/loss": train_loss, "train/accuracy": train_accuracy,
+            "eval/loss": val_loss, "eval/accuracy": val_accuracy, "train/learning_rate": learning_rate,
+        }.items():
+            live.log_metric(name, value)
+        live.next_step()
+        if epoch % log_every == 0:
+            print(f"epoch {epoch}: loss {train_loss:.4f} acc {train_accuracy:.4f} "
+                  f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} lr {learning_rate:.2e}", flush=True)
+        if val_loss < best_val_loss:
+            best_val_loss, epochs_without_improvement = val_loss, 0
+            save_npz(checkpoint, **params)
+        else:
+            epochs_without_improvement += 1
+            if patience is not None and epochs_without_improvement >= patience:
+                print(f"early stopping: no val_loss improvement in {patience} epochs", flush=True)
+                break
+        if scheduler is not None:
+            learning_rate = scheduler.step(val_loss, learning_rate)
+    return load(model_dir, build=None, task=task)
+
+
+def load(model_dir: Path, build: Callable[[], numpy_mlp.Params] | None, task: str) -> numpy_mlp.Params:
+    """The best checkpoint's weights as float64 arrays; checked against the architecture when ``build`` is given."""
+    _check_binary(task)
+    saved = load_npz(model_dir / MODEL_FILE)
+    params = {name: saved[name].astype(np.float64) for name in numpy_mlp.PARAM_NAMES}
+    if build is not None:
+        expected = {name: value.shape for name, value in build().items()}
+        actual = {name: value.shape for name, value in params.items()}
+        if expected != actual:
+            raise ValueError(f"{model_dir / MODEL_FILE}: weights have shapes {actual}, the model needs {expected}")
+    return params
+
+
+def predict_proba(model: numpy_mlp.Params, x: np.ndarray) -> np.ndarray:
+    return numpy_mlp.predict_proba(model, x)
+
+
+def to_onnx(params: numpy_mlp.Params, normaliser: Mapping[str, np.ndarray] | None = None):
+    """The network as an ONNX graph on float32 rows with a dynamic batch axis:
+    [Sub(mean), Div(scale)] -> Gemm(W1, b1) -> Relu -> Gemm(W2, b2) -> Sigmoid."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def constant(name: str, value: np.ndarray) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+
+    n_inputs, n_outputs = params["W1"].shape[0], params["W2"].shape[1]
+    initializers = [constant(name, params[name]) for name in numpy_mlp.PARAM_NAMES]
+    nodes, current = [], "x"
+    if normaliser is not None:
+        initializers += [constant("input_mean", normaliser["mean"]), constant("input_scale", normaliser["scale"])]
+        nodes += [helper.make_node("Sub", ["x", "input_mean"], ["centred"]),
+                  helper.make_node("Div", ["centred", "input_scale"], ["standardised"])]
+        current = "standardised"
+    nodes += [
+        helper.make_node("Gemm", [current, "W1", "b1"], ["hidden_linear"]),
+        helper.make_node("Relu", ["hidden_linear"], ["hidden"]),
+        helper.make_node("Gemm", ["hidden", "W2", "b2"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["probability"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "simple_nn_numpy",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n_inputs])],
+        outputs=[helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", n_outputs])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+                              producer_name="dl-curriculum numpy_backend", ir_version=ONNX_IR_VERSION)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export(
+    model: numpy_mlp.Params,
+    export_dir: Path,
+    sample: np.ndarray,
+    normaliser: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Path]:
+    """Write ``model.npz`` (float64 weights, plus ``input_mean``/``input_scale`` when given) and
+    ``model.onnx``; with a normaliser both take raw feature rows."""
+    import onnx
+
+    export_dir.mkdir(parents=True, exist_ok=True)
+    native, onnx_path = export_dir / MODEL_FILE, export_dir / "model.onnx"
+    bundle = dict(model)
+    if normaliser is not None:
+        bundle.update(input_mean=np.asarray(normaliser["mean"]), input_scale=np.asarray(normaliser["scale"]))
+    if sample.shape[1:] != model["W1"].shape[:1]:
+        raise ValueError(f"the network takes {model['W1'].shape[0]} features, the sample rows have shape {sample.shape[1:]}")
+    save_npz(native, **bundle)
+    onnx.save(to_onnx(model, normaliser), onnx_path)
+    return {"native": native, "onnx": onnx_path}
