@@ -33,8 +33,9 @@ test: setup
 test-slow: setup
 	python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
+PROJECT ?= image_classification
 flow: setup
-	python -m pipeline run image_classification
+	python -m pipeline run $(PROJECT)
 
 bench: setup
 	python bench/train_step.py

@@ -16,4 +16,6 @@ def stage_parser(description: str, framework: bool = False) -> argparse.Argument
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     if framework:
         parser.add_argument("--framework", required=True, help="framework variant to train/evaluate/export")
+        parser.add_argument("--data", type=Path, required=True, help="directory written by preprocess")
+        parser.add_argument("--model-dir", type=Path, required=True, help="the trained model's directory")
     return parser

@@ -14,8 +14,6 @@ from stages.preprocess import SPLITS_FILE
 
 def main() -> None:
     parser = stage_parser(__doc__, framework=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON (DVC metric)")
     parser.add_argument("--plots", type=Path, required=True, help="directory for plot data and images (DVC plots)")
     args = parser.parse_args()

@@ -46,8 +46,6 @@ def parity_report(reference: np.ndarray, exported: np.ndarray, task: str) -> dic
 
 def main() -> None:
     parser = stage_parser(__doc__, framework=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="directory for the exported models")
     parser.add_argument("--report", type=Path, required=True, help="export/parity report JSON (DVC metric)")
     args = parser.parse_args()

@@ -17,8 +17,6 @@ from stages.preprocess import SPLITS_FILE
 
 def main() -> None:
     parser = stage_parser(__doc__, framework=True)
-    parser.add_argument("--data", type=Path, required=True, help="directory written by preprocess")
-    parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--live-dir", type=Path, required=True, help="DVCLive directory for training curves")
     args = parser.parse_args()
     params = load_project_params(args.params, args.project)
