@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from dvclive import Live
 
+from curriculum.frameworks.epochs import EpochEnd
 from curriculum.io import load_npz, save_npz
 from curriculum.models import numpy_mlp
 
@@ -74,14 +75,12 @@ def fit(
     pos_weight, l2 = train_params.get("pos_weight"), train_params["l2"]
     learning_rate = train_params["learning_rate"]
     batch_size = train_params["batch_size"] or len(x_train)
-    log_every = train_params.get("log_every") or 1
-    patience = (train_params.get("early_stopping") or {}).get("patience")
     reduce_lr = train_params.get("reduce_lr")
     scheduler = _ReduceLROnPlateau(reduce_lr["factor"], reduce_lr["patience"], reduce_lr["min_lr"]) if reduce_lr else None
     rng = np.random.default_rng(seed)
     state = numpy_mlp.adam_init(params)
     checkpoint = model_dir / MODEL_FILE
-    best_val_loss, epochs_without_improvement = float("inf"), 0
+    end_epoch = EpochEnd(live, train_params, save_checkpoint=lambda: save_npz(checkpoint, **params))
 
     for epoch in range(1, train_params["epochs"] + 1):
         order = rng.permutation(len(x_train))
@@ -95,24 +94,9 @@ def fit(
         val_logits, _ = numpy_mlp.forward(params, x_val)
         val_loss = numpy_mlp.bce_with_logits(val_logits, y_val, pos_weight)
         val_accuracy = float(((val_logits > 0) == (y_val > 0.5)).mean())
-        train_loss, train_accuracy = total_loss / len(x_train), total_correct / len(x_train)
-        for name, value in {
-            "train/loss": train_loss, "train/accuracy": train_accuracy,
-            "eval/loss": val_loss, "eval/accuracy": val_accuracy, "train/learning_rate": learning_rate,
-        }.items():
-            live.log_metric(name, value)
-        live.next_step()
-        if epoch % log_every == 0:
-            print(f"epoch {epoch}: loss {train_loss:.4f} acc {train_accuracy:.4f} "
-                  f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} lr {learning_rate:.2e}", flush=True)
-        if val_loss < best_val_loss:
-            best_val_loss, epochs_without_improvement = val_loss, 0
-            save_npz(checkpoint, **params)
-        else:
-            epochs_without_improvement += 1
-            if patience is not None and epochs_without_improvement >= patience:
-                print(f"early stopping: no val_loss improvement in {patience} epochs", flush=True)
-                break
+        if end_epoch(epoch, total_loss / len(x_train), total_correct / len(x_train), val_loss, val_accuracy,
+                     learning_rate):
+            break
         if scheduler is not None:
             learning_rate = scheduler.step(val_loss, learning_rate)
     return load(model_dir, build=None, task=task)

@@ -12,6 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
+from curriculum.frameworks.epochs import EpochEnd
+
 MODEL_FILE = "model.pt"
 
 
@@ -87,11 +89,9 @@ def fit(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=reduce_lr["factor"], patience=reduce_lr["patience"], min_lr=reduce_lr["min_lr"]
     ) if reduce_lr else None
-    patience = (train_params.get("early_stopping") or {}).get("patience")
     checkpoint = model_dir / MODEL_FILE
-    best_val_loss, epochs_without_improvement = float("inf"), 0
+    end_epoch = EpochEnd(live, train_params, save_checkpoint=lambda: torch.save(model.state_dict(), checkpoint))
     l2 = train_params["l2"]
-    log_every = train_params.get("log_every") or 1  # print a line every this many epochs
 
     for epoch in range(1, train_params["epochs"] + 1):
         model.train()
@@ -109,23 +109,8 @@ def fit(
             seen += len(xb)
         val_loss, val_accuracy = _evaluate(model, loss_fn, x_val, y_val, task)
         learning_rate = optimizer.param_groups[0]["lr"]
-        for name, value in {
-            "train/loss": total_loss / seen, "train/accuracy": total_correct / seen,
-            "eval/loss": val_loss, "eval/accuracy": val_accuracy, "train/learning_rate": learning_rate,
-        }.items():
-            live.log_metric(name, value)
-        live.next_step()
-        if epoch % log_every == 0:
-            print(f"epoch {epoch}: loss {total_loss / seen:.4f} acc {total_correct / seen:.4f} "
-                  f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} lr {learning_rate:.2e}", flush=True)
-        if val_loss < best_val_loss:
-            best_val_loss, epochs_without_improvement = val_loss, 0
-            torch.save(model.state_dict(), checkpoint)
-        else:
-            epochs_without_improvement += 1
-            if patience is not None and epochs_without_improvement >= patience:
-                print(f"early stopping: no val_loss improvement in {patience} epochs", flush=True)
-                break
+        if end_epoch(epoch, total_loss / seen, total_correct / seen, val_loss, val_accuracy, learning_rate):
+            break
         if scheduler is not None:
             scheduler.step(val_loss)
     model.load_state_dict(torch.load(checkpoint, weights_only=True))
