@@ -24,7 +24,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str, cla
         "macro_f1": metrics.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "support": int(s)}
-            for name, p, r, s in zip(class_names, precision, recall, support)
+            for name, p, r, s in zip(class_names, precision, recall, support, strict=True)
         },
     }
     if task == "binary":
@@ -42,14 +42,14 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str, cla
 
 def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> list[dict[str, str]]:
     """One record per example, the shape DVC's ``confusion`` template reads."""
-    return [{"actual": class_names[t], "predicted": class_names[p]} for t, p in zip(y_true, y_pred)]
+    return [{"actual": class_names[t], "predicted": class_names[p]} for t, p in zip(y_true, y_pred, strict=True)]
 
 
 def roc_records(y_true: np.ndarray, positive_proba: np.ndarray) -> list[dict[str, float]]:
     fpr, tpr, _ = metrics.roc_curve(y_true, positive_proba)
-    return [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr)]
+    return [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr, strict=True)]
 
 
 def precision_recall_records(y_true: np.ndarray, positive_proba: np.ndarray) -> list[dict[str, float]]:
     precision, recall, _ = metrics.precision_recall_curve(y_true, positive_proba)
-    return [{"recall": float(r), "precision": float(p)} for r, p in zip(recall, precision)]
+    return [{"recall": float(r), "precision": float(p)} for r, p in zip(recall, precision, strict=True)]

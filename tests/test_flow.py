@@ -79,6 +79,6 @@ def test_deployments_from_prefect_yaml_register_with_their_schedules(prefect_api
         async with get_client() as client:
             return [await client.read_deployment(i) for i in ids]
 
-    for deployment, spec in zip(asyncio.run(apply_and_read()), specs):
+    for deployment, spec in zip(asyncio.run(apply_and_read()), specs, strict=True):
         assert deployment.parameters["project"] == spec["parameters"]["project"]
         assert [s.schedule.cron for s in deployment.schedules] == [s["cron"] for s in spec["schedules"]]

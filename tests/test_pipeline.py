@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from curriculum.io import load_npz, save_npz
@@ -62,7 +61,7 @@ def test_param_change_reruns_only_dependent_stages_and_diffs_show_it(repo_copy):
     assert (change["old"], change["new"]) == (0.001, 0.002)
     metrics_diff = json.loads(dvc(repo_copy, "metrics", "diff", "HEAD~1", "--all", "--json").stdout)
     assert f"reports/{IC}/torch/metrics.json" in metrics_diff
-    plots = dvc(repo_copy, "plots", "diff", "HEAD~1", "-o", "plots_html")
+    dvc(repo_copy, "plots", "diff", "HEAD~1", "-o", "plots_html")
     html = (repo_copy / "plots_html" / "index.html").read_text()
     assert "confusion" in html.lower() and "loss" in html
 
