@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from dvclive import Live
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from curriculum.frameworks.epochs import EpochEnd
@@ -78,12 +77,10 @@ def fit(
     y_val = torch.as_tensor(splits["y_val"], dtype=y_dtype).reshape(-1, 1) if binary else torch.as_tensor(splits["y_val"], dtype=y_dtype)
     pos_weight = train_params.get("pos_weight")
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight) if pos_weight else None) if binary else nn.CrossEntropyLoss()
-    loader = DataLoader(
-        TensorDataset(x_train, y_train),
-        batch_size=train_params["batch_size"] or len(x_train),
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    # Shuffled mini-batches by slicing a seeded permutation: measured faster here than a
+    # DataLoader over a TensorDataset, which indexes and re-stacks every example (bench/).
+    batch_size = train_params["batch_size"] or len(x_train)
+    shuffle = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_params["learning_rate"])
     reduce_lr = train_params.get("reduce_lr")
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -96,8 +93,12 @@ def fit(
     for epoch in range(1, train_params["epochs"] + 1):
         model.train()
         total_loss, total_correct, seen = 0.0, 0.0, 0
-        batches = tqdm(loader, desc=f"epoch {epoch}/{train_params['epochs']}", unit="batch", leave=False)
-        for xb, yb in batches:
+        order = torch.randperm(len(x_train), generator=shuffle)
+        starts = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{train_params['epochs']}",
+                      unit="batch", leave=False)
+        for start in starts:
+            index = order[start:start + batch_size]
+            xb, yb = x_train[index], y_train[index]
             optimizer.zero_grad()
             logits = model(xb)
             loss = loss_fn(logits, yb) + (_l2_penalty(model, l2) if l2 else 0.0)
