@@ -47,7 +47,8 @@ def project_stages(repo_root: Path, project: str) -> list[StageNode]:
             known = sorted({p for s in graph.nodes if (p := project_of(s.name))})
             raise KeyError(f"dvc.yaml has no stages for project {project!r}; it has {', '.join(known)}")
         subgraph = graph.subgraph(nodes)
-        order = reversed(list(nx.lexicographical_topological_sort(subgraph, key=lambda s: s.name)))
+        # Dependencies first; ties broken by name, so each variant's stages come out together.
+        order = nx.lexicographical_topological_sort(subgraph.reverse(copy=False), key=lambda s: s.name)
         return [
             StageNode(
                 name=stage.name,

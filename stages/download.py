@@ -25,8 +25,8 @@ def limit_per_class(x: np.ndarray, y: np.ndarray, max_per_class: int | None) -> 
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--out", type=Path, required=True, help="directory for the raw dataset")
-    parser.add_argument("--downloads", type=Path, default=Path("data/downloads"),
-                        help="where full-size archives are downloaded, verified and resumed")
+    parser.add_argument("--downloads", type=Path, required=True,
+                        help="where full-size archives are downloaded, resumed and verified (outside data/)")
     args = parser.parse_args()
     params = load_project_params(args.params, args.project)["download"]
     project = get_project(args.project)

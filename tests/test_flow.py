@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -82,3 +84,13 @@ def test_deployments_from_prefect_yaml_register_with_their_schedules(prefect_api
     for deployment, spec in zip(asyncio.run(apply_and_read()), specs, strict=True):
         assert deployment.parameters["project"] == spec["parameters"]["project"]
         assert [s.schedule.cron for s in deployment.schedules] == [s["cron"] for s in spec["schedules"]]
+
+
+def test_cli_lists_every_project_with_its_stages(built_repo):
+    listing = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--repo", str(built_repo), "list"],
+        cwd=REPO_ROOT, check=True, capture_output=True, text=True,
+    ).stdout
+    projects = yaml.safe_load((built_repo / "params.yaml").read_text())["projects"]
+    assert [line for line in listing.splitlines() if not line.startswith(" ")] == sorted(projects)
+    assert f"  train@{IC}-keras  <- preprocess@{IC}" in listing
