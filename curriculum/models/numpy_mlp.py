@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from curriculum.io import load_npz
+
 Params = dict[str, np.ndarray]
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
 
@@ -194,8 +196,7 @@ def score_raw_rows(npz_path: str | Path, rows: np.ndarray) -> np.ndarray:
     The file holds the weights and, when the pipeline standardised the inputs, the
     ``input_mean``/``input_scale`` fitted on the training split; NumPy alone does the rest.
     """
-    with np.load(npz_path, allow_pickle=False) as data:
-        bundle = {name: data[name].astype(np.float64) for name in data.files}
+    bundle = {name: value.astype(np.float64) for name, value in load_npz(npz_path).items()}
     x = np.atleast_2d(np.asarray(rows, dtype=np.float64))
     if "input_mean" in bundle:
         x = (x - bundle["input_mean"]) / bundle["input_scale"]
