@@ -6,23 +6,23 @@ very same images and DVC caches them; the parameter names follow Keras'
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
 
-def random_affine(image: np.ndarray, rng: np.random.Generator, settings: Mapping[str, Any]) -> np.ndarray:
+def random_affine(image: np.ndarray, rng: np.random.Generator, settings: Any) -> np.ndarray:
     """Rotate, shift, zoom and maybe flip one HWC image about its centre (edges filled 'nearest')."""
     height, width = image.shape[:2]
-    angle = np.deg2rad(rng.uniform(-settings["rotation_range"], settings["rotation_range"]))
-    zoom = rng.uniform(1 - settings["zoom_range"], 1 + settings["zoom_range"])
+    angle = np.deg2rad(rng.uniform(-settings.rotation_range, settings.rotation_range))
+    zoom = rng.uniform(1 - settings.zoom_range, 1 + settings.zoom_range)
     shift = np.array([
-        rng.uniform(-settings["height_shift_range"], settings["height_shift_range"]) * height,
-        rng.uniform(-settings["width_shift_range"], settings["width_shift_range"]) * width,
+        rng.uniform(-settings.height_shift_range, settings.height_shift_range) * height,
+        rng.uniform(-settings.width_shift_range, settings.width_shift_range) * width,
     ])
-    flip = settings["horizontal_flip"] and rng.random() < 0.5
+    flip = settings.horizontal_flip and rng.random() < 0.5
     # affine_transform maps output coordinates to input ones: invert rotation and zoom.
     cos, sin = np.cos(angle), np.sin(angle)
     matrix = np.array([[cos, -sin], [sin, cos]]) / zoom
@@ -36,9 +36,9 @@ def random_affine(image: np.ndarray, rng: np.random.Generator, settings: Mapping
     return out[:, ::-1] if flip else out
 
 
-def augment(x: np.ndarray, y: np.ndarray, settings: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def augment(x: np.ndarray, y: np.ndarray, settings: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the originals followed by ``settings['copies']`` augmented copies of each image."""
-    copies = int(settings["copies"])
+    copies = int(settings.copies)
     if copies == 0:
         return x, y
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""Evaluation metrics and plot data, by task; pure functions of labels and probabilities."""
+"""Classification metrics and plot data: pure functions of labels and probabilities."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -7,14 +7,14 @@ import numpy as np
 from sklearn import metrics
 
 
-def predicted_labels(proba: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray:
-    return (proba.reshape(-1) >= threshold).astype(np.int64) if task == "binary" else proba.argmax(axis=1)
+def predicted_labels(proba: np.ndarray, binary: bool, threshold: float = 0.5) -> np.ndarray:
+    return (proba.reshape(-1) >= threshold).astype(np.int64) if binary else proba.argmax(axis=1)
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str, class_names: Sequence[str]) -> dict[str, Any]:
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, binary: bool, class_names: Sequence[str]) -> dict[str, Any]:
     """Accuracy, loss and macro-F1 for every task, plus per-class precision/recall; for binary
     tasks also the metrics that stay honest under class imbalance (ROC-AUC, PR-AUC, balanced accuracy)."""
-    y_pred = predicted_labels(proba, task)
+    y_pred = predicted_labels(proba, binary)
     labels = list(range(len(class_names)))
     precision, recall, _, support = metrics.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
@@ -27,7 +27,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str, cla
             for name, p, r, s in zip(class_names, precision, recall, support, strict=True)
         },
     }
-    if task == "binary":
+    if binary:
         positive = proba.reshape(-1)
         result.update({
             "loss": metrics.log_loss(y_true, positive, labels=[0, 1]),

@@ -1,9 +1,11 @@
 """Run an ONNX model with onnxruntime on saved inputs; used in a fresh process by export.
 
 A separate process proves the exported file stands alone: nothing from the training
-framework is imported here.
+framework is imported here. Inputs are matched to the graph's inputs by name (or, for a
+one-input graph, taken as that input); every output is returned, named positionally with
+the names given on the command line (the task's output names) or the graph's own.
 
-    python -m curriculum.onnx_check model.onnx inputs.npz outputs.npz
+    python -m curriculum.onnx_check model.onnx inputs.npz outputs.npz [output_name ...]
 """
 from __future__ import annotations
 
@@ -16,17 +18,32 @@ import onnxruntime as ort
 from curriculum.io import load_npz, save_npz
 
 
-def run_onnx(model_path: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def feeds(session: ort.InferenceSession, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [graph_input.name for graph_input in session.get_inputs()]
+    if set(names) <= set(inputs):
+        return {name: inputs[name] for name in names}
+    if len(names) == 1 and len(inputs) == 1:
+        return {names[0]: next(iter(inputs.values()))}
+    raise ValueError(f"the graph takes inputs {names}; given {sorted(inputs)}")
+
+
+def run_onnx(model_path: Path, inputs: dict[str, np.ndarray], output_names: list[str] | None = None,
+             batch_size: int = 1024) -> dict[str, np.ndarray]:
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    outputs = [session.run(None, {input_name: x[i:i + batch_size].astype(np.float32)})[0]
-               for i in range(0, len(x), batch_size)]
-    return np.concatenate(outputs)
+    graph_outputs = [output.name for output in session.get_outputs()]
+    names = output_names or graph_outputs
+    if len(names) != len(graph_outputs):
+        raise ValueError(f"{model_path}: the graph has outputs {graph_outputs}, expected {names}")
+    feed = feeds(session, inputs)
+    rows = len(next(iter(feed.values())))
+    batches = [session.run(None, {name: value[i:i + batch_size] for name, value in feed.items()})
+               for i in range(0, rows, batch_size)]
+    return {name: np.concatenate([batch[k] for batch in batches]) for k, name in enumerate(names)}
 
 
 def main(argv: list[str]) -> None:
-    model_path, inputs_path, outputs_path = map(Path, argv)
-    save_npz(outputs_path, proba=run_onnx(model_path, load_npz(inputs_path)["x"]))
+    model_path, inputs_path, outputs_path, *output_names = argv
+    save_npz(outputs_path, **run_onnx(Path(model_path), load_npz(inputs_path), output_names or None))
 
 
 if __name__ == "__main__":

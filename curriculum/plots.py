@@ -1,7 +1,7 @@
 """Figures people would rather see than read, written as PNG for ``dvc plots``."""
 from __future__ import annotations
 
-from pathlib import Path
+import io
 from typing import Sequence
 
 import matplotlib
@@ -10,13 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from curriculum.io import atomic_path
-
 
 def misclassified_grid(
-    images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], path: Path, limit: int
-) -> int:
-    """Draw up to ``limit`` misclassified images titled 'true -> predicted'; returns how many were wrong."""
+    images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], limit: int
+) -> bytes:
+    """Up to ``limit`` misclassified images titled 'true -> predicted', as PNG bytes."""
     wrong = np.flatnonzero(y_true != y_pred)
     shown = wrong[:limit]
     columns = 5
@@ -30,7 +28,12 @@ def misclassified_grid(
         axis.set_title(f"{class_names[y_true[index]]} -> {class_names[y_pred[index]]}", fontsize=9)
     figure.suptitle(f"{len(wrong)} of {len(y_true)} test images misclassified (first {len(shown)} shown)")
     figure.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        figure.savefig(tmp, format="png", dpi=80)
+    return figure_png(figure)
+
+
+def figure_png(figure: plt.Figure, dpi: int = 80) -> bytes:
+    """Render and close a figure; the PNG carries no timestamp, so the same plot gives the same bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(figure)
-    return len(wrong)
+    return buffer.getvalue()

@@ -7,31 +7,34 @@ from types import ModuleType
 from typing import Any
 
 from curriculum.frameworks import get_backend
-from curriculum.io import read_json, write_json
+from curriculum.layout import read_model_meta
 from curriculum.projects import get_project
-
-META_FILE = "meta.json"
+from curriculum.projects.base import Project
 
 
 @dataclass(frozen=True)
 class TrainedModel:
     model: Any
     backend: ModuleType
+    project: Project
     meta: dict[str, Any]
 
 
-def write_meta(model_dir: Path, **meta: Any) -> None:
-    """Record what rebuilding the model takes (project, framework, shapes, train params)."""
-    write_json(model_dir / META_FILE, meta)
+def model_meta(project: str, variant: str, framework: str, model: str, spec: dict[str, Any], train: Any) -> dict[str, Any]:
+    """What rebuilding the model takes: its project, variant, architecture, data spec and the
+    train params that shape it (display-only ones left out, so they never change the model's hash)."""
+    return {"project": project, "variant": variant, "framework": framework, "model": model,
+            "spec": spec, "train": train.identity()}
 
 
 def load_trained(model_dir: Path) -> TrainedModel:
-    meta = read_json(model_dir / META_FILE)
+    meta = read_model_meta(model_dir)
     project = get_project(meta["project"])
     backend = get_backend(meta["framework"])
-    builder = project.model_builder(meta["framework"])
+    builder = project.model_builder(meta["model"], meta["framework"])
+    train = project.config.model_fields["train"].annotation.from_identity(meta["train"])
 
     def build() -> Any:
-        return builder(tuple(meta["input_shape"]), meta["n_outputs"], meta["train_params"])
+        return builder(meta["spec"], train)
 
-    return TrainedModel(backend.load(model_dir, build, project.task), backend, meta)
+    return TrainedModel(backend.load(model_dir, build, project.task, train=train), backend, project, meta)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {list,run,serve}``."""
+"""Command line: ``python -m pipeline {list,run,serve,sync}``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,9 @@ def main() -> None:
     run.add_argument("project", help="project name (image_classification or image-classification)")
     run.add_argument("--workers", type=int, default=1, help="stages run side by side where the DAG allows")
     commands.add_parser("serve", help="serve the scheduled deployments in prefect.yaml until stopped")
+    sync = commands.add_parser("sync", help="derive params.yaml's project/variant lists, dvc.yaml's plots and "
+                                            "prefect.yaml's deployments from the project sections")
+    sync.add_argument("--check", action="store_true", help="only report stale files (exit 1 if any)")
     args = parser.parse_args()
 
     if args.command == "list":
@@ -35,6 +38,17 @@ def main() -> None:
         from pipeline.deployments import serve_deployments
 
         serve_deployments(args.repo)
+    elif args.command == "sync":
+        from pipeline.sync import stale_files, sync as sync_files
+
+        if args.check:
+            stale = stale_files(args.repo)
+            if stale:
+                raise SystemExit(f"stale (run `python -m pipeline sync`): {', '.join(map(str, stale))}")
+            print("params.yaml, dvc.yaml and prefect.yaml are in sync with the projects")
+        else:
+            changed = sync_files(args.repo)
+            print("updated " + ", ".join(map(str, changed)) if changed else "already in sync")
 
 
 if __name__ == "__main__":

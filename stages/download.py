@@ -3,23 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from curriculum.io import save_npz, write_json
-from curriculum.params import load_project_params
-from curriculum.projects import get_project
-from stages.cli import stage_parser
-
-RAW_FILE = "dataset.npz"
-
-
-def limit_per_class(x: np.ndarray, y: np.ndarray, max_per_class: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the first ``max_per_class`` examples of each class (a tiny, stable slice for smoke runs)."""
-    if max_per_class is None:
-        return x, y
-    keep = np.concatenate([np.flatnonzero(y == label)[:max_per_class] for label in np.unique(y)])
-    keep.sort()
-    return x[keep], y[keep]
+from curriculum.layout import RawData
+from stages.cli import load_project, stage_parser
 
 
 def main() -> None:
@@ -28,21 +13,18 @@ def main() -> None:
     parser.add_argument("--downloads", type=Path, required=True,
                         help="where full-size archives are downloaded, resumed and verified (outside data/)")
     args = parser.parse_args()
-    params = load_project_params(args.params, args.project)["download"]
-    project = get_project(args.project)
-    source = project.source(params["source"])
+    project, config = load_project(args)
+    source = project.source(config.download.source)
     work_dir = args.downloads / args.project
     raw = source.fetch(work_dir, work_dir / "partial")
-    raw["x"], raw["y"] = limit_per_class(raw["x"], raw["y"], params["max_per_class"])
-    if "x_test" in raw:
-        raw["x_test"], raw["y_test"] = limit_per_class(raw["x_test"], raw["y_test"], params["max_per_class"])
-    save_npz(args.out / RAW_FILE, **raw)
-    write_json(args.out / "source.json", {
-        "source": params["source"],
+    if project.subsample is not None:
+        raw = project.subsample(raw, config)
+    RawData.write(args.out, raw, {
+        "source": config.download.source,
         "description": source.description,
-        "examples": {key: int(len(value)) for key, value in raw.items() if key.startswith("y")},
+        "arrays": {name: list(value.shape) for name, value in raw.items()},
     })
-    print(f"{args.project}: {source.description}; {len(raw['y'])} examples -> {args.out}")
+    print(f"{args.project}: {source.description} -> {args.out}")
 
 
 if __name__ == "__main__":

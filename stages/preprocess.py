@@ -1,15 +1,10 @@
-"""Stage 3: split, normalise and augment, as the project defines it."""
+"""Stage 3: split, normalise, fit what must be fitted on the training split, as the project defines it."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from curriculum.io import load_npz, save_npz
-from curriculum.params import load_project_params
-from curriculum.projects import get_project
-from stages.cli import stage_parser
-from stages.download import RAW_FILE
-
-SPLITS_FILE = "splits.npz"
+from curriculum.layout import RawData
+from stages.cli import load_project, stage_parser
 
 
 def main() -> None:
@@ -17,12 +12,12 @@ def main() -> None:
     parser.add_argument("--raw", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    params = load_project_params(args.params, args.project)
-    project = get_project(args.project)
-    splits = project.preprocess(load_npz(args.raw / RAW_FILE), params, params["seed"])
-    save_npz(args.out / SPLITS_FILE, **splits)
-    sizes = ", ".join(f"{key[2:]} {len(value)}" for key, value in splits.items() if key.startswith("y_"))
-    print(f"{args.project}: {sizes} -> {args.out}")
+    project, config = load_project(args)
+    processed = project.preprocess(RawData.read(args.raw), config)
+    processed.write(args.out)
+    sizes = ", ".join(f"{name} {len(next(iter(arrays.values())))}" for name, arrays in processed.splits.items())
+    fitted = f"; fitted {', '.join(processed.fitted)}" if processed.fitted else ""
+    print(f"{args.project}: {sizes}{fitted} -> {args.out}")
 
 
 if __name__ == "__main__":

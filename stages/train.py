@@ -1,43 +1,36 @@
-"""Stage 4: train one framework's model for the project, logging curves with DVCLive."""
+"""Stage 4: train one variant of the project, logging curves with DVCLive."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from dvclive import Live
-
 from curriculum.frameworks import get_backend
-from curriculum.io import load_npz
-from curriculum.params import load_project_params
-from curriculum.projects import get_project
-from curriculum.trained import write_meta
-from stages.cli import stage_parser
-from stages.preprocess import SPLITS_FILE
+from curriculum.layout import ProcessedData, write_model_meta
+from curriculum.trained import model_meta
+from stages.cli import load_project, stage_parser
 
 
 def main() -> None:
-    parser = stage_parser(__doc__, framework=True)
+    parser = stage_parser(__doc__, variant=True)
     parser.add_argument("--live-dir", type=Path, required=True, help="DVCLive directory for training curves")
     args = parser.parse_args()
-    params = load_project_params(args.params, args.project)
-    project = get_project(args.project)
-    backend = get_backend(args.framework)
-    train_params = params["train"]
-    splits = load_npz(args.data / SPLITS_FILE)
-    input_shape = tuple(splits["x_train"].shape[1:])
-    n_outputs = 1 if project.task == "binary" else len(splits["class_names"])
+    project, config = load_project(args)
+    variant = config.variants[args.variant]
+    from dvclive import Live
 
-    backend.seed_everything(params["seed"])
-    model = project.model_builder(args.framework)(input_shape, n_outputs, train_params)
+    backend = get_backend(variant.framework)
+    data = ProcessedData.read(args.data)
+    spec = project.task.model_spec(data)
+
+    backend.seed_everything(config.seed)
+    model = project.model_builder(variant.model, variant.framework)(spec, config.train)
     args.model_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with Live(dir=str(args.live_dir), save_dvc_exp=False, dvcyaml=None) as live:
-        backend.fit(model, splits, project.task, train_params, params["seed"], args.model_dir, live)
-    write_meta(
-        args.model_dir, project=args.project, framework=args.framework, task=project.task, input_shape=list(input_shape),
-        n_outputs=n_outputs, train_params=train_params,
-    )
-    print(f"{args.project}/{args.framework}: trained in {time.perf_counter() - started:.1f} s -> {args.model_dir}")
+        backend.fit(model, data, project.task, config.train, config.seed, args.model_dir, live)
+    seconds = time.perf_counter() - started
+    write_model_meta(args.model_dir, model_meta(args.project, args.variant, variant.framework, variant.model, spec, config.train))
+    print(f"{args.project}/{args.variant}: trained in {seconds:.1f} s -> {args.model_dir}")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from curriculum.io import load_npz, write_json
-from curriculum.params import load_project_params
-from curriculum.projects import get_project
-from curriculum.validation import DataValidationError, raise_for_failures, validate_tables
-from stages.cli import stage_parser
-from stages.download import RAW_FILE
+from curriculum.io import write_json
+from curriculum.layout import RawData
+from stages.cli import load_project, stage_parser
 
 
 def main() -> None:
@@ -22,9 +19,10 @@ def main() -> None:
     parser.add_argument("--report", type=Path, required=True, help="JSON validation report")
     parser.add_argument("--docs", type=Path, required=True, help="directory for the Data Docs HTML site")
     args = parser.parse_args()
-    params = load_project_params(args.params, args.project)
-    project = get_project(args.project)
-    tables, expectations = project.validation(load_npz(args.raw / RAW_FILE), params)
+    project, config = load_project(args)
+    from curriculum.validation import DataValidationError, raise_for_failures, validate_tables
+
+    tables, expectations = project.validation(RawData.read(args.raw), config)
     report = validate_tables(args.project, tables, expectations, args.docs.resolve())
     write_json(args.report, report)
     try:

@@ -12,17 +12,17 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
 
-# Every project's pipeline, shrunk: a few examples per class, two epochs, no augmentation.
-SMOKE_OVERRIDES = {
-    ("download", "max_per_class"): 12,
-    ("train", "epochs"): 2,
-}
-
-
 def smoke_params(params: dict) -> dict:
-    for project in params["projects"]:
-        for (section, key), value in SMOKE_OVERRIDES.items():
-            params[project][section][key] = value
+    """Every project's pipeline, shrunk by the overrides its module declares (``Project.smoke``)."""
+    from curriculum.projects import get_project, project_names
+
+    for project in project_names():
+        for dotted, value in get_project(project).smoke.items():
+            *path, key = dotted.split(".")
+            section = params[project]
+            for part in path:
+                section = section[part]
+            section[key] = value
     return params
 
 
@@ -44,6 +44,7 @@ def build_smoke_repo(root: Path) -> Path:
             shutil.copy2(source, root / name)
     params_path = root / "params.yaml"
     params_path.write_text(yaml.safe_dump(smoke_params(yaml.safe_load(params_path.read_text())), sort_keys=False))
+    # the params were rewritten without the sync marker: keep the derived blocks as they were
     _git(root, "init", "-q")
     commit(root, "smoke copy")
     return root

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -15,6 +16,9 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
+from curriculum.layout import ProcessedData
+from curriculum.tasks.base import Predictions, Task
+
 MODEL_FILE = "model.keras"
 
 
@@ -22,10 +26,6 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TF ops deterministic, so reruns match."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-
-def _targets(y: np.ndarray, task: str) -> np.ndarray:
-    return y.astype("float32").reshape(-1, 1) if task == "binary" else y
 
 
 class _PrintEvery(keras.callbacks.Callback):
@@ -41,85 +41,93 @@ class _PrintEvery(keras.callbacks.Callback):
             print(f"epoch {epoch + 1}: {values}", flush=True)
 
 
-def fit(
-    model: keras.Model,
-    splits: Mapping[str, np.ndarray],
-    task: str,
-    train_params: Mapping[str, Any],
-    seed: int,
-    model_dir: Path,
-    live: Live,
-) -> keras.Model:
-    """Train with Adam; keep the best epoch by validation loss (checkpoint) and return it."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(train_params["learning_rate"]),
-        loss="binary_crossentropy" if task == "binary" else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+def fit(model: keras.Model, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live) -> Loaded:
+    """Train with Adam; keep the best epoch by validation loss (checkpoint) and return it.
+
+    The task gives the loss, the metrics, the targets and any per-example weights; the
+    validation loss is weighted the same way, so the best checkpoint is chosen on the same
+    loss as in the torch loop.
+    """
+    model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), **task.keras_compile(train))
     checkpoint = model_dir / MODEL_FILE
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True),
         DVCLiveCallback(live=live),
+        _PrintEvery(train.log_every),
     ]
-    if train_params.get("early_stopping"):
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=train_params["early_stopping"]["patience"]))
-    if train_params.get("reduce_lr"):
-        settings = train_params["reduce_lr"]
+    if train.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=train.early_stopping.patience))
+    if train.reduce_lr:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=settings["factor"], patience=settings["patience"], min_lr=settings["min_lr"]
+            monitor="val_loss", factor=train.reduce_lr.factor, patience=train.reduce_lr.patience,
+            min_lr=train.reduce_lr.min_lr,
         ))
-    log_every = train_params.get("log_every")
-    if log_every:
-        callbacks.append(_PrintEvery(log_every))
-    # pos_weight (binary only) weights the positive examples' loss, as torch's BCEWithLogitsLoss(pos_weight=...);
-    # the validation loss is weighted the same way, so the best checkpoint is chosen on the same loss as in torch.
-    pos_weight = train_params.get("pos_weight") if task == "binary" else None
-    class_weight = {0: 1.0, 1: float(pos_weight)} if pos_weight else None
-    validation_data = (splits["x_val"], _targets(splits["y_val"], task))
-    if class_weight:
-        validation_data += (np.where(splits["y_val"] == 1, class_weight[1], 1.0).astype("float32"),)
-    x_train = splits["x_train"]
+    train_split, val_split = data.split("train"), data.split("val")
+    x_train, y_train = task.inputs(train_split), task.targets(train_split)
+    validation_data = (task.inputs(val_split), task.keras_targets(task.targets(val_split)))
+    val_weights = task.sample_weights(task.targets(val_split), train)
+    if val_weights is not None:
+        validation_data += (val_weights,)
     model.fit(
         x_train,
-        _targets(splits["y_train"], task),
+        task.keras_targets(y_train),
+        sample_weight=task.sample_weights(y_train, train),
         validation_data=validation_data,
-        epochs=train_params["epochs"],
-        batch_size=train_params["batch_size"] or len(x_train),
+        epochs=train.epochs,
+        batch_size=train.batch_size or len(x_train),
         shuffle=True,
-        class_weight=class_weight,
         callbacks=callbacks,
-        verbose=train_params.get("verbose", 0 if log_every else 1),
+        verbose=0,
     )
-    return load(model_dir, build=None, task=task)
+    return load(model_dir, build=None, task=task, train=train)
 
 
-def load(model_dir: Path, build: Callable[[], keras.Model] | None, task: str) -> keras.Model:
-    """Load the best checkpoint (``build`` and ``task`` are unused: the .keras file holds both)."""
-    return keras.models.load_model(model_dir / MODEL_FILE)
+@dataclass(frozen=True)
+class Loaded:
+    """A trained Keras model and the names the task gives its outputs."""
+
+    model: keras.Model
+    output_names: tuple[str, ...]
 
 
-def predict_proba(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return model.predict(x, batch_size=1024, verbose=0)
+def load(model_dir: Path, build: Callable[[], keras.Model] | None, task: Task, train: Any = None) -> Loaded:
+    """Load the best checkpoint (``build`` is unused: the .keras file holds the architecture)."""
+    return Loaded(keras.models.load_model(model_dir / MODEL_FILE), task.output_names)
+
+
+def predict(loaded: Loaded, x: np.ndarray) -> Predictions:
+    outputs = loaded.model.predict(x, batch_size=1024, verbose=0)
+    if isinstance(outputs, dict):
+        return outputs
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return dict(zip(loaded.output_names, outputs, strict=True))
 
 
 def export(
-    model: keras.Model, export_dir: Path, sample: np.ndarray, normaliser: Mapping[str, np.ndarray] | None = None
+    loaded: Loaded, export_dir: Path, sample: np.ndarray,
+    input_scaler: dict | None = None, output_scaler: dict | None = None,
 ) -> dict[str, Path]:
     """Write the native ``.keras`` file and an ONNX graph (via tf2onnx) with a dynamic batch axis.
 
-    With a ``normaliser`` (``mean``/``scale`` fitted in preprocessing) both put the standardiser in
-    front of the model, so they take raw rows; ``sample`` is then raw rows too. It is a Rescaling
-    layer, ``x * (1 / scale) + (-mean / scale)``: Keras' Normalization layer with fixed mean and
-    variance holds them as captured tensors, which tf2onnx turns into extra graph inputs.
+    With scalers, both take raw inputs and give outputs in original units: Rescaling layers
+    ``x * (1 / scale) + (-mean / scale)`` in front and ``y * scale + mean`` behind (Keras'
+    Normalization layer with fixed statistics holds them as captured tensors, which tf2onnx turns
+    into extra graph inputs).
     """
     export_dir.mkdir(parents=True, exist_ok=True)
-    if normaliser is not None:
-        mean = np.asarray(normaliser["mean"], dtype="float32")
-        scale = np.asarray(normaliser["scale"], dtype="float32")
-        model = keras.Sequential(
-            [keras.Input(shape=mean.shape), keras.layers.Rescaling(scale=1.0 / scale, offset=-mean / scale), model],
-            name=f"{model.name}_raw_input",
-        )
+    model = loaded.model
+    if input_scaler is not None or output_scaler is not None:
+        layers = [keras.Input(shape=sample.shape[1:], dtype=str(sample.dtype))]
+        if input_scaler is not None:
+            mean = np.asarray(input_scaler["mean"], dtype="float32")
+            scale = np.asarray(input_scaler["scale"], dtype="float32")
+            layers.append(keras.layers.Rescaling(scale=1.0 / scale, offset=-mean / scale))
+        layers.append(model)
+        if output_scaler is not None:
+            layers.append(keras.layers.Rescaling(
+                scale=np.asarray(output_scaler["scale"], dtype="float32"),
+                offset=np.asarray(output_scaler["mean"], dtype="float32")))
+        model = keras.Sequential(layers, name=f"{model.name}_raw_input")
     native, onnx_path = export_dir / MODEL_FILE, export_dir / "model.onnx"
     model.save(native)
     model.predict(sample[:1], verbose=0)  # ONNX export needs a built, called model

@@ -1,16 +1,18 @@
 """NumPy from scratch: the back-end interface around ``curriculum.models.numpy_mlp``.
 
 Same contract as the Keras and torch back ends (``seed_everything``, ``fit``, ``load``,
-``predict_proba``, ``export``), the same DVCLive metric names, the same best-by-validation-loss
+``predict``, ``export``), the same DVCLive metric names, the same best-by-validation-loss
 checkpoint, early stopping and reduce-LR-on-plateau semantics as the torch loop. The model is
 the dict of float64 arrays ``numpy_mlp`` works on; it is saved as ``.npz`` (no pickle). Export
 writes the weights with the standardiser as ``model.npz`` (served by ``numpy_mlp.score_raw_rows``)
 and the same network as an ONNX graph written node by node, so the pipeline's parity check
-covers this variant too. Binary tasks only.
+covers this variant too. The loss comes from the task (``Task.numpy_objective``): tasks that
+have none (multiclass, regression) cannot use this back end.
 """
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -19,7 +21,9 @@ from dvclive import Live
 
 from curriculum.frameworks.epochs import EpochEnd
 from curriculum.io import load_npz, save_npz
+from curriculum.layout import ProcessedData
 from curriculum.models import numpy_mlp
+from curriculum.tasks.base import Predictions, Task
 
 MODEL_FILE = "model.npz"
 ONNX_OPSET = 17
@@ -30,11 +34,6 @@ def seed_everything(seed: int) -> None:
     """Seed Python's and NumPy's global generators (the builder draws its initial weights from NumPy's)."""
     random.seed(seed)
     np.random.seed(seed)
-
-
-def _check_binary(task: str) -> None:
-    if task != "binary":
-        raise ValueError(f"the NumPy back end trains binary classifiers only, not {task!r}")
 
 
 class _ReduceLROnPlateau:
@@ -55,56 +54,56 @@ class _ReduceLROnPlateau:
         return learning_rate
 
 
-def fit(
-    model: numpy_mlp.Params,
-    splits: Mapping[str, np.ndarray],
-    task: str,
-    train_params: Mapping[str, Any],
-    seed: int,
-    model_dir: Path,
-    live: Live,
-) -> numpy_mlp.Params:
-    """Adam on the from-scratch network; (mini-)batches shuffled with ``seed``; full batch when
-    ``batch_size`` is null. Keeps the weights of the best validation-loss epoch and returns them."""
-    _check_binary(task)
+@dataclass(frozen=True)
+class Loaded:
+    """The network's weights and the objective (from the task) that turns logits into predictions."""
+
+    params: numpy_mlp.Params
+    objective: Any
+
+
+def fit(model: numpy_mlp.Params, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live) -> Loaded:
+    """Adam on the from-scratch network, minimising the task's NumPy objective; (mini-)batches
+    shuffled with ``seed``; full batch when ``batch_size`` is null. Keeps the weights of the best
+    validation-loss epoch and returns them."""
+    objective = task.numpy_objective(train)
     params = {name: np.asarray(model[name], dtype=np.float64) for name in numpy_mlp.PARAM_NAMES}
-    x_train = np.asarray(splits["x_train"], dtype=np.float64)
-    y_train = np.asarray(splits["y_train"], dtype=np.float64).reshape(-1, 1)
-    x_val = np.asarray(splits["x_val"], dtype=np.float64)
-    y_val = np.asarray(splits["y_val"], dtype=np.float64).reshape(-1, 1)
-    pos_weight, l2 = train_params.get("pos_weight"), train_params["l2"]
-    learning_rate = train_params["learning_rate"]
-    batch_size = train_params["batch_size"] or len(x_train)
-    reduce_lr = train_params.get("reduce_lr")
-    scheduler = _ReduceLROnPlateau(reduce_lr["factor"], reduce_lr["patience"], reduce_lr["min_lr"]) if reduce_lr else None
+    train_split, val_split = data.split("train"), data.split("val")
+    x_train = np.asarray(task.inputs(train_split), dtype=np.float64)
+    y_train = np.asarray(task.targets(train_split), dtype=np.float64).reshape(-1, 1)
+    x_val = np.asarray(task.inputs(val_split), dtype=np.float64)
+    y_val = np.asarray(task.targets(val_split), dtype=np.float64).reshape(-1, 1)
+    learning_rate = train.learning_rate
+    batch_size = train.batch_size or len(x_train)
+    reduce_lr = train.reduce_lr
+    scheduler = _ReduceLROnPlateau(reduce_lr.factor, reduce_lr.patience, reduce_lr.min_lr) if reduce_lr else None
     rng = np.random.default_rng(seed)
     state = numpy_mlp.adam_init(params)
     checkpoint = model_dir / MODEL_FILE
-    end_epoch = EpochEnd(live, train_params, save_checkpoint=lambda: save_npz(checkpoint, **params))
+    end_epoch = EpochEnd(live, train, task.epoch_metric, save_checkpoint=lambda: save_npz(checkpoint, **params))
 
-    for epoch in range(1, train_params["epochs"] + 1):
+    for epoch in range(1, train.epochs + 1):
         order = rng.permutation(len(x_train))
-        total_loss, total_correct = 0.0, 0.0
+        total_loss, total_metric = 0.0, 0.0
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             params, state, loss, logits = numpy_mlp.train_step(
-                params, state, x_train[batch], y_train[batch], learning_rate, pos_weight, l2)
+                params, state, x_train[batch], y_train[batch], learning_rate, objective, train.l2)
             total_loss += loss * len(batch)
-            total_correct += float(((logits > 0) == (y_train[batch] > 0.5)).sum())
+            total_metric += float(objective.metric(logits, y_train[batch]).sum())
         val_logits, _ = numpy_mlp.forward(params, x_val)
-        val_loss = numpy_mlp.bce_with_logits(val_logits, y_val, pos_weight)
-        val_accuracy = float(((val_logits > 0) == (y_val > 0.5)).mean())
-        if end_epoch(epoch, total_loss / len(x_train), total_correct / len(x_train), val_loss, val_accuracy,
+        val_loss = objective.loss(val_logits, y_val)
+        val_metric = float(objective.metric(val_logits, y_val).mean())
+        if end_epoch(epoch, total_loss / len(x_train), total_metric / len(x_train), val_loss, val_metric,
                      learning_rate):
             break
         if scheduler is not None:
             learning_rate = scheduler.step(val_loss, learning_rate)
-    return load(model_dir, build=None, task=task)
+    return load(model_dir, build=None, task=task, train=train)
 
 
-def load(model_dir: Path, build: Callable[[], numpy_mlp.Params] | None, task: str) -> numpy_mlp.Params:
+def load(model_dir: Path, build: Callable[[], numpy_mlp.Params] | None, task: Task, train: Any = None) -> Loaded:
     """The best checkpoint's weights as float64 arrays; checked against the architecture when ``build`` is given."""
-    _check_binary(task)
     saved = load_npz(model_dir / MODEL_FILE)
     params = {name: saved[name].astype(np.float64) for name in numpy_mlp.PARAM_NAMES}
     if build is not None:
@@ -112,27 +111,29 @@ def load(model_dir: Path, build: Callable[[], numpy_mlp.Params] | None, task: st
         actual = {name: value.shape for name, value in params.items()}
         if expected != actual:
             raise ValueError(f"{model_dir / MODEL_FILE}: weights have shapes {actual}, the model needs {expected}")
-    return params
+    return Loaded(params, task.numpy_objective(train))
 
 
-def predict_proba(model: numpy_mlp.Params, x: np.ndarray) -> np.ndarray:
-    return numpy_mlp.predict_proba(model, x)
+def predict(loaded: Loaded, x: np.ndarray) -> Predictions:
+    logits, _ = numpy_mlp.forward(loaded.params, np.asarray(x, dtype=np.float64))
+    return loaded.objective.outputs(logits)
 
 
-def to_onnx(params: numpy_mlp.Params, normaliser: Mapping[str, np.ndarray] | None = None):
+def to_onnx(loaded: Loaded, input_scaler: Mapping[str, np.ndarray] | None = None):
     """The network as an ONNX graph on float32 rows with a dynamic batch axis:
-    [Sub(mean), Div(scale)] -> Gemm(W1, b1) -> Relu -> Gemm(W2, b2) -> Sigmoid."""
+    [Sub(mean), Div(scale)] -> Gemm(W1, b1) -> Relu -> Gemm(W2, b2) -> the objective's head (Sigmoid)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     def constant(name: str, value: np.ndarray) -> onnx.TensorProto:
         return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
 
+    params, (output_name,) = loaded.params, loaded.objective.output_names
     n_inputs, n_outputs = params["W1"].shape[0], params["W2"].shape[1]
     initializers = [constant(name, params[name]) for name in numpy_mlp.PARAM_NAMES]
     nodes, current = [], "x"
-    if normaliser is not None:
-        initializers += [constant("input_mean", normaliser["mean"]), constant("input_scale", normaliser["scale"])]
+    if input_scaler is not None:
+        initializers += [constant("input_mean", input_scaler["mean"]), constant("input_scale", input_scaler["scale"])]
         nodes += [helper.make_node("Sub", ["x", "input_mean"], ["centred"]),
                   helper.make_node("Div", ["centred", "input_scale"], ["standardised"])]
         current = "standardised"
@@ -140,12 +141,12 @@ def to_onnx(params: numpy_mlp.Params, normaliser: Mapping[str, np.ndarray] | Non
         helper.make_node("Gemm", [current, "W1", "b1"], ["hidden_linear"]),
         helper.make_node("Relu", ["hidden_linear"], ["hidden"]),
         helper.make_node("Gemm", ["hidden", "W2", "b2"], ["logits"]),
-        helper.make_node("Sigmoid", ["logits"], ["probability"]),
+        helper.make_node(loaded.objective.onnx_head, ["logits"], [output_name]),
     ]
     graph = helper.make_graph(
         nodes, "simple_nn_numpy",
         inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n_inputs])],
-        outputs=[helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", n_outputs])],
+        outputs=[helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_outputs])],
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
@@ -155,22 +156,26 @@ def to_onnx(params: numpy_mlp.Params, normaliser: Mapping[str, np.ndarray] | Non
 
 
 def export(
-    model: numpy_mlp.Params,
+    loaded: Loaded,
     export_dir: Path,
     sample: np.ndarray,
-    normaliser: Mapping[str, np.ndarray] | None = None,
+    input_scaler: Mapping[str, np.ndarray] | None = None,
+    output_scaler: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Path]:
     """Write ``model.npz`` (float64 weights, plus ``input_mean``/``input_scale`` when given) and
-    ``model.onnx``; with a normaliser both take raw feature rows."""
+    ``model.onnx``; with an input scaler both take raw feature rows."""
     import onnx
 
+    if output_scaler is not None:
+        raise ValueError("the NumPy network predicts class probabilities; it has no output scaler to fold in")
     export_dir.mkdir(parents=True, exist_ok=True)
     native, onnx_path = export_dir / MODEL_FILE, export_dir / "model.onnx"
-    bundle = dict(model)
-    if normaliser is not None:
-        bundle.update(input_mean=np.asarray(normaliser["mean"]), input_scale=np.asarray(normaliser["scale"]))
-    if sample.shape[1:] != model["W1"].shape[:1]:
-        raise ValueError(f"the network takes {model['W1'].shape[0]} features, the sample rows have shape {sample.shape[1:]}")
+    bundle = dict(loaded.params)
+    if input_scaler is not None:
+        bundle.update(input_mean=np.asarray(input_scaler["mean"]), input_scale=np.asarray(input_scaler["scale"]))
+    if sample.shape[1:] != loaded.params["W1"].shape[:1]:
+        raise ValueError(f"the network takes {loaded.params['W1'].shape[0]} features, "
+                         f"the sample rows have shape {sample.shape[1:]}")
     save_npz(native, **bundle)
-    onnx.save(to_onnx(model, normaliser), onnx_path)
+    onnx.save(to_onnx(loaded, input_scaler), onnx_path)
     return {"native": native, "onnx": onnx_path}

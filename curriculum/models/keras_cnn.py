@@ -7,17 +7,17 @@ import keras
 from keras import layers
 
 
-def build_small_cnn(input_shape: tuple[int, ...], n_outputs: int, train_params: Mapping[str, Any]) -> keras.Model:
+def build_small_cnn(spec: Mapping[str, Any], train: Any) -> keras.Model:
     """Conv2D 32 -> MaxPool -> Conv2D 64 -> MaxPool -> Conv2D 64 -> Flatten -> Dense 64 -> Dropout -> Dense softmax.
 
     ``l2`` adds a kernel penalty to every Conv2D/Dense layer; ``batch_norm`` inserts batch
     normalisation between each convolution and its ReLU.
     """
-    l2 = train_params["l2"]
+    l2 = train.l2
     regularizer = keras.regularizers.L2(l2) if l2 else None
 
     def conv_block(filters: int) -> list[layers.Layer]:
-        if not train_params["batch_norm"]:
+        if not train.batch_norm:
             return [layers.Conv2D(filters, 3, activation="relu", kernel_regularizer=regularizer)]
         return [
             layers.Conv2D(filters, 3, use_bias=False, kernel_regularizer=regularizer),
@@ -27,7 +27,7 @@ def build_small_cnn(input_shape: tuple[int, ...], n_outputs: int, train_params: 
 
     return keras.Sequential(
         [
-            keras.Input(shape=input_shape),
+            keras.Input(shape=tuple(spec["input_shape"])),
             *conv_block(32),
             layers.MaxPooling2D(2),
             *conv_block(64),
@@ -35,8 +35,8 @@ def build_small_cnn(input_shape: tuple[int, ...], n_outputs: int, train_params: 
             *conv_block(64),
             layers.Flatten(),
             layers.Dense(64, activation="relu", kernel_regularizer=regularizer),
-            layers.Dropout(train_params["dropout"]),
-            layers.Dense(n_outputs, activation="softmax"),
+            layers.Dropout(train.dropout),
+            layers.Dense(spec["n_outputs"], activation="softmax"),
         ],
         name="small_cnn",
     )

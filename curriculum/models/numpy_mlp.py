@@ -48,16 +48,14 @@ def init_params(n_inputs: int, n_hidden: int, n_outputs: int, rng: Any) -> Param
     }
 
 
-def build_mlp(input_shape: tuple[int, ...], n_outputs: int, train_params: Mapping[str, Any]) -> Params:
-    """The builder the pipeline calls: ``input_shape`` is ``(features,)``.
+def build_mlp(spec: Mapping[str, Any], train: Any) -> Params:
+    """The builder the pipeline calls: ``spec["input_shape"]`` is ``(features,)``.
 
     Draws from NumPy's global generator, which the back end's ``seed_everything`` seeds with the
     project's seed -- the same scheme as torch's and Keras' global generators.
     """
-    if n_outputs != 1:
-        raise ValueError(f"the NumPy network is a binary classifier (one sigmoid unit), not {n_outputs} outputs")
-    (n_inputs,) = input_shape
-    return init_params(n_inputs, train_params["hidden_units"], n_outputs, np.random)
+    (n_inputs,) = spec["input_shape"]
+    return init_params(n_inputs, train.hidden_units, spec["n_outputs"], np.random)
 
 
 # --------------------------------------------------------------------------- forward pass
@@ -103,21 +101,44 @@ def l2_penalty(params: Params, l2: float) -> float:
     return float(l2 * sum(np.sum(params[name] ** 2) for name in ("W1", "W2"))) if l2 else 0.0
 
 
+class BinaryCrossEntropy:
+    """The objective of a binary task: BCE on the logits (``pos_weight`` as in torch), its gradient,
+    accuracy and the sigmoid head. The task hands it to the back end; the network stays generic."""
+
+    output_names = ("proba",)
+    onnx_head = "Sigmoid"
+
+    def __init__(self, pos_weight: float | None = None):
+        self.pos_weight = pos_weight
+
+    def loss(self, logits: np.ndarray, y: np.ndarray) -> float:
+        return bce_with_logits(logits, y, self.pos_weight)
+
+    def grad(self, logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """d(mean loss)/dz = ((1 - y) * sigmoid(z) - pw * y * (1 - sigmoid(z))) / n (sigmoid(z) - y over n when pw = 1)."""
+        y = y.reshape(logits.shape).astype(np.float64)
+        pw = 1.0 if self.pos_weight is None else float(self.pos_weight)
+        p = sigmoid(logits)
+        return ((1.0 - y) * p - pw * y * (1.0 - p)) / len(logits)
+
+    def metric(self, logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """1.0 where the predicted class is right."""
+        return ((logits > 0) == (y.reshape(logits.shape) > 0.5)).astype(np.float64)
+
+    def outputs(self, logits: np.ndarray) -> dict[str, np.ndarray]:
+        return {"proba": sigmoid(logits)}
+
+
 def loss_and_grads(
-    params: Params, x: np.ndarray, y: np.ndarray, pos_weight: float | None = None, l2: float = 0.0
+    params: Params, x: np.ndarray, y: np.ndarray, objective: BinaryCrossEntropy, l2: float = 0.0
 ) -> tuple[float, Params, np.ndarray]:
     """The training loss, its gradient for every parameter (manual backprop) and the logits.
 
-    With n rows and z the logits, d(mean loss)/dz = ((1 - y) * sigmoid(z) - pw * y * (1 - sigmoid(z))) / n
-    (sigmoid(z) - y over n when pw = 1); then back through the second linear layer, the ReLU
+    From the objective's gradient on the logits, back through the second linear layer, the ReLU
     (gradient 1 where its input is > 0, else 0) and the first linear layer.
     """
     logits, (x, z1, h) = forward(params, x)
-    y = y.reshape(logits.shape).astype(np.float64)
-    pw = 1.0 if pos_weight is None else float(pos_weight)
-    n = len(x)
-    p = sigmoid(logits)
-    d_logits = ((1.0 - y) * p - pw * y * (1.0 - p)) / n
+    d_logits = objective.grad(logits, y)
     grads = {
         "W2": h.T @ d_logits,
         "b2": d_logits.sum(axis=0),
@@ -128,7 +149,7 @@ def loss_and_grads(
     if l2:
         grads["W1"] = grads["W1"] + 2.0 * l2 * params["W1"]
         grads["W2"] = grads["W2"] + 2.0 * l2 * params["W2"]
-    loss = bce_with_logits(logits, y, pos_weight) + l2_penalty(params, l2)
+    loss = objective.loss(logits, y) + l2_penalty(params, l2)
     return loss, grads, logits
 
 
@@ -178,11 +199,11 @@ def train_step(
     x: np.ndarray,
     y: np.ndarray,
     learning_rate: float,
-    pos_weight: float | None = None,
+    objective: BinaryCrossEntropy,
     l2: float = 0.0,
 ) -> tuple[Params, dict[str, Any], float, np.ndarray]:
     """Loss and gradients at the current weights, then one Adam step: (params, state, loss, logits)."""
-    loss, grads, logits = loss_and_grads(params, x, y, pos_weight, l2)
+    loss, grads, logits = loss_and_grads(params, x, y, objective, l2)
     params, state = adam_step(params, grads, state, learning_rate)
     return params, state, loss, logits
 

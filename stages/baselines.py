@@ -1,0 +1,34 @@
+"""Stage: score the project's baselines on the test split, as every model will be scored.
+
+Each model's evaluation then says how it compares with each of them. The task (or the project)
+decides what the baselines are: the majority class and a linear model for classification,
+naive and statistical forecasters for time series.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from curriculum.io import write_json
+from curriculum.layout import ProcessedData
+from stages.cli import load_project, stage_parser
+
+
+def main() -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="directory written by preprocess")
+    parser.add_argument("--metrics", type=Path, required=True, help="the baselines' test metrics (JSON, a DVC metric)")
+    args = parser.parse_args()
+    project, config = load_project(args)
+    data = ProcessedData.read(args.data)
+    scores = {}
+    for name, predictions in project.baselines(data, config).items():
+        started = time.perf_counter()
+        scores[name] = project.task.score(data, predictions)
+        print(f"{args.project}/{name}: {project.task.headline} {scores[name][project.task.headline]:.4f} "
+              f"(scored in {time.perf_counter() - started:.1f} s)")
+    write_json(args.metrics, scores)
+
+
+if __name__ == "__main__":
+    main()
