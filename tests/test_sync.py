@@ -57,7 +57,7 @@ def test_a_section_without_a_project_module_is_refused(repo_files):
     params = yaml.safe_load((repo_files / "params.yaml").read_text())
     params["no_such_project"] = params["simple_nn"]
     with pytest.raises(ValueError, match=r"sections \['no_such_project'\] but no project module"):
-        derived_params(repo_files, params)
+        derived_params(params)
 
 
 def test_sync_check_cli(repo_files):

@@ -1,0 +1,35 @@
+"""The task contract: every project runs through the same generic stages, end to end, on a tiny
+slice (the session's smoke repository), and each writes what its task declares."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from curriculum.projects import get_project, project_names
+
+
+@pytest.mark.parametrize("project", project_names())
+def test_every_variant_of_every_project_is_trained_scored_and_exported(built_repo, project):
+    params = yaml.safe_load((built_repo / "params.yaml").read_text())
+    task = get_project(project).task
+    baselines = json.loads((built_repo / f"reports/{project}/baselines.json").read_text())
+    assert baselines and all(task.headline in scores for scores in baselines.values())
+    for variant in params[project]["variants"]:
+        reports = built_repo / f"reports/{project}/{variant}"
+        metrics = json.loads((reports / "metrics.json").read_text())
+        assert isinstance(metrics[task.headline], float)
+        assert set(metrics["vs_baselines"]) == set(baselines)
+        export = json.loads((reports / "export.json").read_text())
+        assert export["passed"] and (built_repo / f"data/{project}/export/{variant}/model.onnx").stat().st_size > 0
+        meta = json.loads((built_repo / f"data/{project}/models/{variant}/meta.json").read_text())
+        assert meta["framework"] == params[project]["variants"][variant]["framework"]
+        assert "log_every" not in meta["train"]  # display-only: not part of the model
+        assert (reports / f"train/plots/metrics/eval/{task.epoch_metric}.tsv").exists()
+    for definition in task.plot_definitions(project, list(params[project]["variants"])):
+        files = [definition] if isinstance(definition, str) else (
+            list(next(iter(definition.values()))["y"]) if isinstance(next(iter(definition.values())).get("y"), dict)
+            else list(definition))
+        for path in files:
+            assert (built_repo / path).exists(), f"{project}: declared plot file {path} was not written"
