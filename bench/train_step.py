@@ -19,49 +19,56 @@ from dvclive import Live
 from torch import nn
 
 from curriculum.frameworks import torch_backend
+from curriculum.layout import ProcessedData
 from curriculum.models.torch_cnn import build_small_cnn
+from curriculum.projects.image_classification import PROJECT, CNNTrain
 
-TRAIN_PARAMS = {
+TRAIN = CNNTrain.model_validate({
     "epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "dropout": 0.5, "l2": 0.0, "batch_norm": False,
-    "early_stopping": None, "reduce_lr": {"factor": 0.5, "patience": 2, "min_lr": 1e-5},
-}
+    "early_stopping": None, "reduce_lr": {"factor": 0.5, "patience": 2, "min_lr": 1e-5}, "log_every": 1,
+})
+SPEC = {"input_shape": [28, 28, 1], "n_outputs": 10}
 
 
-def make_data(images: int, seed: int = 0) -> dict[str, np.ndarray]:
+def make_data(images: int, seed: int = 0) -> ProcessedData:
     """Generated (random) digits-shaped data: a timing workload, not a dataset."""
     rng = np.random.default_rng(seed)
     x = rng.random((images, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, images)
     split = int(images * 0.9)
-    return {"x_train": x[:split], "y_train": y[:split], "x_val": x[split:], "y_val": y[split:]}
+    return ProcessedData(
+        splits={"train": {"x": x[:split], "y": y[:split]}, "val": {"x": x[split:], "y": y[split:]}},
+        info={"class_names": [str(digit) for digit in range(10)]},
+    )
 
 
-def bare_loop(data: dict[str, np.ndarray], epochs: int) -> float:
+def bare_loop(data: ProcessedData, epochs: int) -> float:
+    """Adam on shuffled mini-batches, nothing else. The CNN takes NHWC, as in the pipeline."""
     torch.manual_seed(0)
-    model = build_small_cnn((28, 28, 1), 10, TRAIN_PARAMS)
-    optimizer = torch.optim.Adam(model.parameters(), lr=TRAIN_PARAMS["learning_rate"])
-    x = torch.from_numpy(data["x_train"]).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(data["y_train"])
+    model = build_small_cnn(SPEC, TRAIN)
+    optimizer = torch.optim.Adam(model.parameters(), lr=TRAIN.learning_rate)
+    x = torch.from_numpy(data.split("train")["x"])
+    y = torch.from_numpy(data.split("train")["y"])
     loss_fn = nn.CrossEntropyLoss()
     started = time.perf_counter()
     for _ in range(epochs):
         order = torch.randperm(len(x))
         model.train()
-        for i in range(0, len(x), TRAIN_PARAMS["batch_size"]):
-            index = order[i:i + TRAIN_PARAMS["batch_size"]]
+        for i in range(0, len(x), TRAIN.batch_size):
+            index = order[i:i + TRAIN.batch_size]
             optimizer.zero_grad()
             loss_fn(model(x[index]), y[index]).backward()
             optimizer.step()
     return (time.perf_counter() - started) / epochs
 
 
-def pipeline_loop(data: dict[str, np.ndarray], epochs: int) -> float:
+def pipeline_loop(data: ProcessedData, epochs: int) -> float:
     torch_backend.seed_everything(0)
-    model = build_small_cnn((28, 28, 1), 10, TRAIN_PARAMS)
+    model = build_small_cnn(SPEC, TRAIN)
     with tempfile.TemporaryDirectory() as tmp:
         with Live(dir=str(Path(tmp) / "live"), save_dvc_exp=False, dvcyaml=None) as live:
             started = time.perf_counter()
-            torch_backend.fit(model, data, "multiclass", {**TRAIN_PARAMS, "epochs": epochs}, 0, Path(tmp), live)
+            torch_backend.fit(model, data, PROJECT.task, TRAIN.model_copy(update={"epochs": epochs}), 0, Path(tmp), live)
             return (time.perf_counter() - started) / epochs
 
 

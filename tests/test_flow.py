@@ -10,6 +10,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+from curriculum.layout import ProcessedData
 from pipeline import dvc_bridge
 from pipeline.deployments import build_deployments
 from pipeline.flows import project_flow
@@ -22,12 +23,18 @@ def test_flow_tasks_come_from_the_dvc_graph(built_repo):
     nodes = dvc_bridge.project_stages(built_repo, IC)
     names = [node.name for node in nodes]
     assert names[:3] == [f"download@{IC}", f"validate@{IC}", f"preprocess@{IC}"]
-    assert set(names[3:]) == {f"{kind}@{IC}-{fw}" for kind in ("train", "evaluate", "export") for fw in ("keras", "torch")}
+    assert set(names[3:]) == {f"baselines@{IC}"} | {
+        f"{kind}@{IC}-{fw}" for kind in ("train", "evaluate", "export") for fw in ("keras", "torch")}
     position = {name: i for i, name in enumerate(names)}
     for node in nodes:  # every stage comes after everything it depends on
         assert all(position[upstream] < position[node.name] for upstream in node.upstream)
     with pytest.raises(KeyError, match="no stages for project 'nope'"):
         dvc_bridge.project_stages(built_repo, "nope")
+
+
+def snapshot(directory) -> dict[str, bytes]:
+    """Every file under a directory output (e.g. processed data), by relative path."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
 
 
 async def _flow_run_details(flow_run_id):
@@ -60,15 +67,18 @@ def test_failing_stage_fails_the_flow_and_skips_downstream(prefect_api, repo_cop
     params = yaml.safe_load(params_path.read_text())
     params[IC]["validate"]["max_class_imbalance"] = -0.5  # no class can be that balanced
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    processed_before = (repo_copy / f"data/{IC}/processed/splits.npz").read_bytes()
+    processed = repo_copy / f"data/{IC}/processed"
+    processed_before = snapshot(processed)
+    assert processed_before
 
     state = project_flow(project=IC, repo_root=str(repo_copy), return_state=True)
     assert state.is_failed()
     tasks, _ = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
     by_stage = {t.name.rsplit("-", 1)[0]: t.state for t in tasks}
     assert by_stage[f"validate@{IC}"].is_failed()
-    assert not any(by_stage[name].is_completed() for name in by_stage if name.startswith(("preprocess", "train")))
-    assert (repo_copy / f"data/{IC}/processed/splits.npz").read_bytes() == processed_before
+    assert not any(by_stage[name].is_completed() for name in by_stage if name.startswith(("preprocess", "baselines", "train")))
+    assert snapshot(processed) == processed_before
+    ProcessedData.read(processed)  # still the complete, readable processed data
 
 
 def test_deployments_from_prefect_yaml_register_with_their_schedules(prefect_api):

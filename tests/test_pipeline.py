@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from curriculum.io import load_npz, save_npz
+from curriculum.layout import RawData
 from tests.smoke import REPO_ROOT, build_smoke_repo, commit, dvc, stages_run
 
 IC = "image_classification"
@@ -17,22 +18,31 @@ def read_metrics(root: Path, framework: str) -> dict:
     return json.loads((root / f"reports/{IC}/{framework}/metrics.json").read_text())
 
 
-def test_dag_has_the_six_stages_in_order(built_repo):
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under a directory output (e.g. processed data), by relative path."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def test_dag_has_every_stage_in_order(built_repo):
     dag = dvc(built_repo, "dag", "--md").stdout
     for upstream, downstream in [
-        ("download", "validate"), ("validate", "preprocess"), ("preprocess", "train"),
-        ("train", "evaluate"), ("train", "export"),
+        ("download", "validate"), ("validate", "preprocess"), ("preprocess", "baselines"), ("preprocess", "train"),
+        ("baselines", "evaluate"), ("train", "evaluate"), ("train", "export"),
     ]:
         assert f"{upstream}@{IC}" in dag and f"{downstream}@{IC}" in dag
 
 
 def test_repro_builds_every_output_and_is_then_up_to_date(built_repo):
+    baselines = json.loads((built_repo / f"reports/{IC}/baselines.json").read_text())
+    assert {"most_frequent", "logistic_regression"} <= baselines.keys()
+    assert all(0.0 <= scores["accuracy"] <= 1.0 for scores in baselines.values())
     for framework in ("keras", "torch"):
         metrics = read_metrics(built_repo, framework)
         assert {"accuracy", "loss", "macro_f1", "per_class"} <= metrics.keys()
         assert 0.0 <= metrics["accuracy"] <= 1.0
+        assert set(metrics["vs_baselines"]) == set(baselines)  # every model is compared with every baseline
         export = json.loads((built_repo / f"reports/{IC}/{framework}/export.json").read_text())
-        assert export["identical_argmax"] and export["max_abs_diff"] < 1e-4
+        assert export["identical_argmax"] and export["max_abs_diff"] < 1e-4 and export["passed"]
         assert (built_repo / f"data/{IC}/export/{framework}/model.onnx").stat().st_size > 0
         assert (built_repo / f"reports/{IC}/{framework}/plots/misclassified.png").stat().st_size > 0
         assert (built_repo / f"reports/{IC}/{framework}/train/plots/metrics/eval/loss.tsv").exists()
@@ -75,9 +85,10 @@ def test_forced_rerun_gives_identical_metrics(repo_copy):
 
 
 def test_corrupted_data_stops_the_pipeline_and_keeps_downstream_outputs(repo_copy):
-    raw_path = repo_copy / f"data/{IC}/raw/dataset.npz"
-    processed = repo_copy / f"data/{IC}/processed/splits.npz"
-    processed_before = processed.read_bytes()
+    raw_path = repo_copy / f"data/{IC}/raw" / RawData.DATASET
+    processed = repo_copy / f"data/{IC}/processed"
+    processed_before = snapshot(processed)
+    assert processed_before  # the built repo has processed data to lose
     raw = load_npz(raw_path)
     raw["y"] = raw["y"].copy()
     raw["y"][:3] = 11  # labels outside the ten digit classes
@@ -89,7 +100,7 @@ def test_corrupted_data_stops_the_pipeline_and_keeps_downstream_outputs(repo_cop
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "validation failed" in output and "column='label'" in output and "11" in output
-    assert processed.read_bytes() == processed_before
+    assert snapshot(processed) == processed_before
     assert f"preprocess@{IC}" not in stages_run(result.stdout)
 
 

@@ -15,12 +15,16 @@ import numpy as np
 import pytest
 import yaml
 
-from curriculum.io import load_npz, save_npz
+from curriculum.layout import ProcessedData, RawData, read_model_meta
 from curriculum.models import numpy_mlp
+from curriculum.models.numpy_mlp import BinaryCrossEntropy
 from curriculum.projects.simple_nn import CARAVAN_FEATURES, PROJECT, fetch_breast_cancer
 
-PARAMS = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())["simple_nn"]
-FRAMEWORKS = ("torch", "keras", "numpy")
+PARAMS_PATH = Path(__file__).resolve().parent.parent / "params.yaml"
+PARAMS = yaml.safe_load(PARAMS_PATH.read_text())["simple_nn"]
+CONFIG = PROJECT.load_config(PARAMS_PATH)
+FRAMEWORKS = ("torch", "keras", "numpy")  # the variants of params.yaml's simple_nn section
+MLP_SPEC = {"input_shape": [30], "n_outputs": 1}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def cancer_raw():
 
 @pytest.fixture(scope="module")
 def cancer_splits(cancer_raw):
-    return PROJECT.preprocess(cancer_raw, PARAMS, PARAMS["seed"])
+    return PROJECT.preprocess(cancer_raw, CONFIG)
 
 
 # --------------------------------------------------------------------------- data and preprocessing
@@ -43,15 +47,16 @@ def test_breast_cancer_is_the_real_table_with_malignant_as_positive(cancer_raw):
 
 
 def test_standardiser_is_fitted_on_the_training_split_only(cancer_raw, cancer_splits):
-    s = cancer_splits
-    assert {key: len(s[f"y_{key}"]) for key in ("train", "val", "test")} == {"train": 398, "val": 57, "test": 114}
-    train_raw = s["x_train"].astype(np.float64) * s["input_scale"] + s["input_mean"]
-    np.testing.assert_allclose(train_raw.mean(axis=0), s["input_mean"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(train_raw.std(axis=0), s["input_scale"], rtol=1e-5)
-    np.testing.assert_allclose(s["x_train"].mean(axis=0), 0, atol=1e-5)
+    s = cancer_splits.splits
+    mean, scale = cancer_splits.fitted["input_scaler"]["mean"], cancer_splits.fitted["input_scaler"]["scale"]
+    assert {key: len(s[key]["y"]) for key in ("train", "val", "test")} == {"train": 398, "val": 57, "test": 114}
+    train_raw = s["train"]["x"].astype(np.float64) * scale + mean
+    np.testing.assert_allclose(train_raw.mean(axis=0), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(train_raw.std(axis=0), scale, rtol=1e-5)
+    np.testing.assert_allclose(s["train"]["x"].mean(axis=0), 0, atol=1e-5)
     # every raw row ends up in exactly one split, standardised with the training statistics
-    all_rows = np.concatenate([s[f"x_{k}"] for k in ("train", "val", "test")]).astype(np.float64)
-    rebuilt = np.sort((all_rows * s["input_scale"] + s["input_mean"])[:, 0])
+    all_rows = np.concatenate([s[k]["x"] for k in ("train", "val", "test")]).astype(np.float64)
+    rebuilt = np.sort((all_rows * scale + mean)[:, 0])
     np.testing.assert_allclose(rebuilt, np.sort(cancer_raw["x"][:, 0]), rtol=1e-5)
 
 
@@ -67,8 +72,8 @@ def _numeric_grads(params, x, y, pos_weight, l2, h=1e-6):
             minus = {k: v.copy() for k, v in params.items()}
             plus[name][index] += h
             minus[name][index] -= h
-            grad[index] = (numpy_mlp.loss_and_grads(plus, x, y, pos_weight, l2)[0]
-                           - numpy_mlp.loss_and_grads(minus, x, y, pos_weight, l2)[0]) / (2 * h)
+            grad[index] = (numpy_mlp.loss_and_grads(plus, x, y, BinaryCrossEntropy(pos_weight), l2)[0]
+                           - numpy_mlp.loss_and_grads(minus, x, y, BinaryCrossEntropy(pos_weight), l2)[0]) / (2 * h)
         grads[name] = grad
     return grads
 
@@ -85,7 +90,7 @@ def test_gradient_check_against_central_differences(pos_weight, l2):
     z1 = x @ params["W1"] + params["b1"]
     assert np.abs(z1).min() > 1e-3  # no ReLU input near its kink, where finite differences are invalid
 
-    _, analytic, _ = numpy_mlp.loss_and_grads(params, x, y, pos_weight, l2)
+    _, analytic, _ = numpy_mlp.loss_and_grads(params, x, y, BinaryCrossEntropy(pos_weight), l2)
     numeric = _numeric_grads(params, x, y, pos_weight, l2)
     for name in numpy_mlp.PARAM_NAMES:
         a, n = analytic[name], numeric[name]
@@ -101,27 +106,28 @@ def test_numpy_loss_curve_matches_pytorch_from_the_same_weights(cancer_splits, p
 
     from curriculum.models.torch_mlp import build_mlp
 
-    x = cancer_splits["x_train"].astype(np.float64)
-    y = cancer_splits["y_train"].astype(np.float64).reshape(-1, 1)
-    train_params = {**PARAMS["train"], "pos_weight": pos_weight}
+    x = cancer_splits.split("train")["x"].astype(np.float64)
+    y = cancer_splits.split("train")["y"].astype(np.float64).reshape(-1, 1)
+    train = CONFIG.train.model_copy(update={"pos_weight": pos_weight})
     np.random.seed(0)
-    start = numpy_mlp.build_mlp((30,), 1, train_params)
+    start = numpy_mlp.build_mlp(MLP_SPEC, train)
 
     params, state, numpy_losses = start, numpy_mlp.adam_init(start), []
-    for _ in range(train_params["epochs"]):
-        params, state, loss, _ = numpy_mlp.train_step(params, state, x, y, train_params["learning_rate"], pos_weight)
+    objective = BinaryCrossEntropy(pos_weight)
+    for _ in range(train.epochs):
+        params, state, loss, _ = numpy_mlp.train_step(params, state, x, y, train.learning_rate, objective)
         numpy_losses.append(loss)
 
-    net = build_mlp((30,), 1, train_params).double()
+    net = build_mlp(MLP_SPEC, train).double()
     with torch.no_grad():
         for layer, (w, b) in ((net[0], ("W1", "b1")), (net[2], ("W2", "b2"))):
             layer.weight.copy_(torch.from_numpy(start[w].T))
             layer.bias.copy_(torch.from_numpy(start[b]))
-    optimizer = torch.optim.Adam(net.parameters(), lr=train_params["learning_rate"])
+    optimizer = torch.optim.Adam(net.parameters(), lr=train.learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss(
         pos_weight=None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float64))
     x_t, y_t, torch_losses = torch.from_numpy(x), torch.from_numpy(y), []
-    for _ in range(train_params["epochs"]):
+    for _ in range(train.epochs):
         optimizer.zero_grad()
         loss = loss_fn(net(x_t), y_t)
         loss.backward()
@@ -143,10 +149,10 @@ def test_numpy_and_torch_back_ends_log_the_same_curves(cancer_splits, tmp_path):
     from curriculum.frameworks import numpy_backend, torch_backend
     from curriculum.models.torch_mlp import build_mlp
 
-    train_params = {**PARAMS["train"], "epochs": 30}
+    train = CONFIG.train.model_copy(update={"epochs": 30})
     numpy_backend.seed_everything(1)
-    start = numpy_mlp.build_mlp((30,), 1, train_params)
-    net = build_mlp((30,), 1, train_params)
+    start = numpy_mlp.build_mlp(MLP_SPEC, train)
+    net = build_mlp(MLP_SPEC, train)
     with torch.no_grad():
         for layer, (w, b) in ((net[0], ("W1", "b1")), (net[2], ("W2", "b2"))):
             layer.weight.copy_(torch.from_numpy(start[w].T.astype(np.float32)))
@@ -157,13 +163,13 @@ def test_numpy_and_torch_back_ends_log_the_same_curves(cancer_splits, tmp_path):
         model_dir, live_dir = tmp_path / name / "model", tmp_path / name / "live"
         model_dir.mkdir(parents=True)
         with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
-            backend.fit(model, cancer_splits, "binary", train_params, 1, model_dir, live)
+            backend.fit(model, cancer_splits, PROJECT.task, train, 1, model_dir, live)
         curves[name] = {
             metric: np.loadtxt(live_dir / "plots" / "metrics" / metric, skiprows=1, delimiter="\t", usecols=1)
             for metric in ("train/loss.tsv", "eval/loss.tsv")
         }
     for metric in curves["numpy"]:
-        assert len(curves["numpy"][metric]) == train_params["epochs"]
+        assert len(curves["numpy"][metric]) == train.epochs
         np.testing.assert_allclose(curves["numpy"][metric], curves["torch"][metric], rtol=1e-5)
 
 
@@ -173,7 +179,7 @@ def test_numpy_and_torch_back_ends_log_the_same_curves(cancer_splits, tmp_path):
 def _validate(raw, docs_dir=None):
     from curriculum.validation import validate_tables
 
-    tables, expectations = PROJECT.validation(raw, PARAMS)
+    tables, expectations = PROJECT.validation(raw, CONFIG)
     return validate_tables("simple_nn", tables, expectations, docs_dir)
 
 
@@ -231,7 +237,7 @@ def test_validate_stage_stops_with_the_column_and_row_named(cancer_raw, tmp_path
     raw = dict(cancer_raw)
     raw["x"] = raw["x"].copy()
     raw["x"][5, 3] = np.nan  # "mean area"
-    save_npz(tmp_path / "raw" / "dataset.npz", **raw)
+    RawData.write(tmp_path / "raw", raw, {"source": "breast_cancer"})
     result = subprocess.run(
         [sys.executable, "-m", "stages.validate", "--project", "simple_nn", "--raw", str(tmp_path / "raw"),
          "--report", str(tmp_path / "validation.json"), "--docs", str(tmp_path / "docs")],
@@ -267,7 +273,7 @@ def test_caravan_is_the_real_coil_2000_table(caravan_repo):
     """The full table read out of the verified ISLP wheel: 5,822 rows, 85 integer features, 348 buyers."""
     from curriculum.projects.simple_nn import fetch_caravan
 
-    downloads = caravan_repo / "data" / "downloads" / "simple_nn"
+    downloads = caravan_repo / "downloads" / "simple_nn"  # dvc.yaml: --downloads downloads, one folder per project
     raw = fetch_caravan(downloads, downloads / "partial")  # the verified wheel is already there: no pip
     assert raw["x"].shape == (5822, 85) and raw["x"].dtype == np.int64
     assert int(raw["y"].sum()) == 348
@@ -278,19 +284,21 @@ def test_caravan_is_the_real_coil_2000_table(caravan_repo):
 def test_caravan_slice_runs_end_to_end(caravan_repo):
     root = caravan_repo
     source = json.loads((root / "data/simple_nn/raw/source.json").read_text())
-    assert source["source"] == "caravan" and source["examples"] == {"y": 80}
+    assert source["source"] == "caravan" and source["arrays"]["y"] == [80] and source["arrays"]["x"] == [80, 85]
     validation = json.loads((root / "reports/simple_nn/validation.json").read_text())
     assert validation["success"] and validation["tables"]["table"]["rows"] == 80
     assert validation["evaluated_expectations"] == 2 + 2 * 86 + 1 + 85 + 3
 
-    splits = load_npz(root / "data/simple_nn/processed/splits.npz")
-    assert splits["x_train"].shape[1] == 85 and len(splits["y_test"]) == 16
-    raw_test = splits["x_test"].astype(np.float64) * splits["input_scale"] + splits["input_mean"]
+    data = ProcessedData.read(root / "data/simple_nn/processed")
+    assert data.split("train")["x"].shape[1] == 85 and len(data.split("test")["y"]) == 16
+    scaler = data.fitted["input_scaler"]
+    raw_test = data.split("test")["x"].astype(np.float64) * scaler["scale"] + scaler["mean"]
     assert np.abs(raw_test - np.round(raw_test)).max() < 1e-4  # the export input really is the integer codes
 
     for framework in FRAMEWORKS:
-        meta = json.loads((root / f"data/simple_nn/models/{framework}/meta.json").read_text())
-        assert meta["train_params"]["pos_weight"] == 2.0 and meta["input_shape"] == [85]
+        meta = read_model_meta(root / f"data/simple_nn/models/{framework}")
+        assert meta["train"]["pos_weight"] == 2.0 and meta["spec"]["input_shape"] == [85]
+        assert meta["framework"] == framework
         loss_curve = (root / f"reports/simple_nn/{framework}/train/plots/metrics/train/loss.tsv").read_text()
         assert len(loss_curve.splitlines()) == 1 + 20
         metrics = json.loads((root / f"reports/simple_nn/{framework}/metrics.json").read_text())
@@ -300,14 +308,15 @@ def test_caravan_slice_runs_end_to_end(caravan_repo):
             assert json.loads((root / f"reports/simple_nn/{framework}/plots/{plot}").read_text())
         export = json.loads((root / f"reports/simple_nn/{framework}/export.json").read_text())
         assert export["raw_input"] and export["identical_argmax"] and export["max_abs_diff"] < 1e-4
+        assert export["passed"]
 
     # Serving the NumPy export from raw integer codes, with NumPy alone, matches its ONNX graph.
     from curriculum.onnx_check import run_onnx
 
     bundle = root / "data/simple_nn/export/numpy/model.npz"
     served = numpy_mlp.score_raw_rows(bundle, raw_test)
-    np.testing.assert_allclose(served, run_onnx(root / "data/simple_nn/export/numpy/model.onnx", raw_test).reshape(-1),
-                               atol=1e-5)
+    onnx_proba = run_onnx(root / "data/simple_nn/export/numpy/model.onnx", {"x": raw_test.astype(np.float32)})["proba"]
+    np.testing.assert_allclose(served, onnx_proba.reshape(-1), atol=1e-5)
     assert served.shape == (16,)
 
 
@@ -337,6 +346,6 @@ def test_breast_cancer_full_run_meets_the_targets_and_reruns_identically(tmp_pat
     for framework, reports in first.items():
         assert reports["metrics"]["roc_auc"] >= 0.99, (framework, reports["metrics"])
         assert reports["metrics"]["accuracy"] >= 0.95, (framework, reports["metrics"])
-        assert reports["export"]["identical_argmax"] and reports["export"]["raw_input"]
+        assert reports["export"]["identical_argmax"] and reports["export"]["raw_input"] and reports["export"]["passed"]
     dvc(root, "repro", "--force", *targets)
     assert read_metrics() == first

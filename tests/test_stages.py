@@ -13,13 +13,13 @@ from curriculum import metrics
 from curriculum.augment import augment
 from curriculum.io import load_npz, save_npz
 from curriculum.projects import get_project
-from curriculum.projects.image_classification import _NumpyOnlyUnpickler, read_idx
+from curriculum.projects.image_classification import Augment, _NumpyOnlyUnpickler, read_idx
 from curriculum.splits import stratified_split
-from stages.download import limit_per_class
-from stages.export import parity_report
+from curriculum.tasks.classification import Classification, limit_per_class
+from tests.smoke import REPO_ROOT
 
-NO_AUGMENT = {"copies": 1, "rotation_range": 0, "width_shift_range": 0, "height_shift_range": 0,
-              "zoom_range": 0, "horizontal_flip": False}
+NO_AUGMENT = Augment.model_validate({"copies": 1, "rotation_range": 0, "width_shift_range": 0, "height_shift_range": 0,
+                                     "zoom_range": 0, "horizontal_flip": False})
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,13 @@ def test_augment_is_seeded_and_zero_ranges_are_the_identity(mnist_slice):
     y = mnist_slice["y"][:8]
     same_x, same_y = augment(x, y, NO_AUGMENT, seed=0)
     assert np.allclose(same_x[8:], x, atol=1e-6) and np.array_equal(same_y, np.concatenate([y, y]))
-    settings = {**NO_AUGMENT, "copies": 2, "rotation_range": 15, "width_shift_range": 0.1,
-                "height_shift_range": 0.1, "zoom_range": 0.1, "horizontal_flip": True}
+    settings = Augment.model_validate({**NO_AUGMENT.model_dump(), "copies": 2, "rotation_range": 15, "width_shift_range": 0.1,
+                                       "height_shift_range": 0.1, "zoom_range": 0.1, "horizontal_flip": True})
     first, _ = augment(x, y, settings, seed=1)
     again, _ = augment(x, y, settings, seed=1)
     assert first.shape == (24, 28, 28, 1) and np.array_equal(first, again)
     assert not np.allclose(first[8:16], x)
-    assert augment(x, y, {**settings, "copies": 0}, seed=1)[0] is x
+    assert augment(x, y, settings.model_copy(update={"copies": 0}), seed=1)[0] is x
 
 
 def test_read_idx_parses_and_rejects_bad_files(tmp_path):
@@ -113,24 +113,29 @@ def test_npz_round_trip_refuses_object_arrays(tmp_path):
 def test_multiclass_metrics_and_parity_report():
     proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     y = np.array([0, 1, 1, 1])
-    scores = metrics.classification_metrics(y, proba, "multiclass", ["a", "b"])
+    scores = metrics.classification_metrics(y, proba, False, ["a", "b"])
     assert scores["accuracy"] == 0.75
     assert scores["per_class"]["b"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "support": 3}
     assert scores["loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.7])))
 
-    assert parity_report(proba, proba + 1e-7, "multiclass")["identical_argmax"]
-    flipped = parity_report(proba, proba[:, ::-1], "multiclass")
+    task = Classification(binary=False)
+    close = task.parity({"proba": proba}, {"proba": proba + 1e-7}, atol=1e-4)
+    assert close["identical_argmax"] and close["passed"]
+    flipped = task.parity({"proba": proba}, {"proba": proba[:, ::-1]}, atol=1e-4)
     assert not flipped["identical_argmax"] and flipped["argmax_agreement"] == 0.0
+    assert not flipped["passed"]
 
 
 def test_keras_and_torch_cnns_have_the_same_architecture():
     from curriculum.models.keras_cnn import build_small_cnn as keras_cnn
     from curriculum.models.torch_cnn import build_small_cnn as torch_cnn
 
+    defaults = get_project("image_classification").load_config(REPO_ROOT / "params.yaml").train
+    spec = {"input_shape": [28, 28, 1], "n_outputs": 10}
     for batch_norm in (False, True):
-        params = {"l2": 0.001, "batch_norm": batch_norm, "dropout": 0.5}
-        keras_model = keras_cnn((28, 28, 1), 10, params)
-        torch_model = torch_cnn((28, 28, 1), 10, params)
+        train = defaults.model_copy(update={"l2": 0.001, "batch_norm": batch_norm, "dropout": 0.5})
+        keras_model = keras_cnn(spec, train)
+        torch_model = torch_cnn(spec, train)
         keras_trainable = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
         torch_trainable = sum(p.numel() for p in torch_model.parameters())
         assert keras_trainable == torch_trainable
