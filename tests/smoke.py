@@ -39,12 +39,11 @@ def build_smoke_repo(root: Path) -> Path:
     ).stdout.split("\0")
     for name in filter(None, listed):
         source = REPO_ROOT / name
-        if source.is_file() and not name.startswith(("tests/", "bench/")):
+        if source.is_file() and not name.startswith(("tests/", "bench/", "data/")):  # DVC rebuilds data/
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     params_path = root / "params.yaml"
     params_path.write_text(yaml.safe_dump(smoke_params(yaml.safe_load(params_path.read_text())), sort_keys=False))
-    # the params were rewritten without the sync marker: keep the derived blocks as they were
     _git(root, "init", "-q")
     commit(root, "smoke copy")
     return root
