@@ -69,6 +69,7 @@ class TrainConfig(Section):
     early_stopping: EarlyStopping | None
     reduce_lr: ReduceLR | None
     log_every: PositiveInt
+    threads: PositiveInt | None  # CPU threads the framework may use; null = its default (all cores)
 
     DISPLAY_ONLY: typing.ClassVar[frozenset[str]] = frozenset({"log_every"})
 

@@ -33,6 +33,7 @@ def load_trained(model_dir: Path) -> TrainedModel:
     backend = get_backend(meta["framework"])
     builder = project.model_builder(meta["model"], meta["framework"])
     train = project.config.model_fields["train"].annotation.from_identity(meta["train"])
+    backend.set_threads(train.threads)  # score and export with the threads the model trained with
 
     def build() -> Any:
         return builder(meta["spec"], train)

@@ -1,6 +1,6 @@
 """Framework back ends with one interface, so the stages never branch on the framework.
 
-Each back end module provides ``seed_everything``, ``fit(model, data, task, train, seed,
+Each back end module provides ``set_threads``, ``seed_everything``, ``fit(model, data, task, train, seed,
 model_dir, live)``, ``load(model_dir, build, task)``, ``predict(model, x) -> {name: array}`` and
 ``export(model, export_dir, sample, input_scaler, output_scaler)`` (native format + ONNX). What
 the model learns and predicts comes from the project's task, never from a branch here.

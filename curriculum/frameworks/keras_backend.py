@@ -22,6 +22,13 @@ from curriculum.tasks.base import Predictions, Task
 MODEL_FILE = "model.keras"
 
 
+def set_threads(threads: int | None) -> None:
+    """Cap TensorFlow's intra- and inter-op thread pools (before any op runs)."""
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TF ops deterministic, so reruns match."""
     keras.utils.set_random_seed(seed)

@@ -30,6 +30,14 @@ ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # what opset 17 needs; readable by every onnxruntime since 1.11
 
 
+def set_threads(threads: int | None) -> None:
+    """Cap the BLAS threads NumPy's matrix products use."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's and NumPy's global generators (the builder draws its initial weights from NumPy's)."""
     random.seed(seed)

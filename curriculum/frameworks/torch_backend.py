@@ -22,6 +22,13 @@ from curriculum.tasks.base import Predictions, Task
 MODEL_FILE = "model.pt"
 
 
+def set_threads(threads: int | None) -> None:
+    """Cap intra-op threads: small models lose more to thread hand-offs (and to a busy second core)
+    than they gain from parallel kernels."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def seed_everything(seed: int) -> None:
     """Seed every generator and forbid non-deterministic kernels, so reruns match bit for bit."""
     random.seed(seed)
@@ -85,7 +92,7 @@ def fit(model: nn.Module, data: ProcessedData, task: Task, train: Any, seed: int
         total_loss, total_metric, seen = 0.0, 0.0, 0
         order = torch.randperm(len(x_train), generator=shuffle)
         starts = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{train.epochs}",
-                      unit="batch", leave=False)
+                      unit="batch", leave=False, disable=None)  # None: no bars when not on a terminal (logs)
         for start in starts:
             index = order[start:start + batch_size]
             xb, yb = x_train[index], y_train[index]

@@ -65,7 +65,6 @@ class ForecastTrain(TrainConfig):
     layers: PositiveInt
     dropout: Annotated[float, Field(ge=0, lt=1)]
     heads: PositiveInt  # attention heads (the attention model only; must divide units)
-    linear_window: NonNegativeInt  # LSTNet-style linear highway on the last N input days (0 = none)
     loss: Literal["mse", "mae", "huber"]
 
 
