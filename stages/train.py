@@ -22,6 +22,7 @@ def main() -> None:
     data = ProcessedData.read(args.data)
     spec = project.task.model_spec(data)
 
+    backend.set_threads(config.train.threads)
     backend.seed_everything(config.seed)
     model = project.model_builder(variant.model, variant.framework)(spec, config.train)
     args.model_dir.mkdir(parents=True, exist_ok=True)
