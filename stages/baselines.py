@@ -6,7 +6,6 @@ naive and statistical forecasters for time series.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from curriculum.io import write_json
@@ -21,13 +20,10 @@ def main() -> None:
     args = parser.parse_args()
     project, config = load_project(args)
     data = ProcessedData.read(args.data)
-    scores = {}
-    for name, predictions in project.baselines(data, config).items():
-        started = time.perf_counter()
-        scores[name] = project.task.score(data, predictions)
-        print(f"{args.project}/{name}: {project.task.headline} {scores[name][project.task.headline]:.4f} "
-              f"(scored in {time.perf_counter() - started:.1f} s)")
+    scores = {name: project.task.score(data, predictions) for name, predictions in project.baselines(data, config).items()}
     write_json(args.metrics, scores)
+    for name, metrics in scores.items():
+        print(f"{args.project}/{name}: {project.task.headline} {metrics[project.task.headline]:.4f}")
 
 
 if __name__ == "__main__":

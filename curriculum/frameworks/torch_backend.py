@@ -134,43 +134,35 @@ def predict(model: PredictionModel, x: np.ndarray, batch_size: int = 1024) -> Pr
     return {name: torch.cat([batch[name] for batch in batches]).numpy() for name in model.output_names}
 
 
-class Affine(nn.Module):
-    """``x * scale + offset`` with fixed (buffer) parameters: folds a fitted scaler into a graph."""
+class FittedScaler(nn.Module):
+    """A scaler fitted in preprocessing, folded into a graph as fixed buffers: ``standardise``
+    maps raw values to model units, ``(x - mean) / scale``; otherwise back, ``x * scale + mean``."""
 
-    def __init__(self, scale: np.ndarray, offset: np.ndarray):
+    def __init__(self, scaler: dict, standardise: bool):
         super().__init__()
-        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, dtype=np.float32)))
-        self.register_buffer("offset", torch.as_tensor(np.asarray(offset, dtype=np.float32)))
+        self.standardise = standardise
+        self.register_buffer("mean", torch.as_tensor(np.asarray(scaler["mean"], dtype=np.float32)))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(scaler["scale"], dtype=np.float32)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.offset
+        return (x - self.mean) / self.scale if self.standardise else x * self.scale + self.mean
 
 
 class RawInputOutput(nn.Module):
-    """Standardises raw inputs with the fitted input scaler, ``(x - mean) / scale``, and maps the
-    outputs back to original units with the output scaler, ``y * scale + mean``."""
+    """The model taking raw inputs (the fitted input scaler in front) and answering in original
+    units (the output scaler undone behind it)."""
 
     def __init__(self, model: PredictionModel, input_scaler: dict | None, output_scaler: dict | None):
         super().__init__()
         self.model = model
-        self.standardise = _Standardise(input_scaler["mean"], input_scaler["scale"]) if input_scaler else nn.Identity()
-        self.unscale = Affine(output_scaler["scale"], output_scaler["mean"]) if output_scaler else nn.Identity()
+        self.standardise = FittedScaler(input_scaler, standardise=True) if input_scaler else nn.Identity()
+        self.unscale = FittedScaler(output_scaler, standardise=False) if output_scaler else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> Any:
         outputs = self.model(self.standardise(x))
         if isinstance(outputs, (tuple, list)):
             return tuple(self.unscale(output) for output in outputs)
         return self.unscale(outputs)
-
-
-class _Standardise(nn.Module):
-    def __init__(self, mean: np.ndarray, scale: np.ndarray):
-        super().__init__()
-        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
-        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, dtype=np.float32)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.scale
 
 
 def export(
