@@ -176,7 +176,9 @@ def export(
     native, onnx_path = export_dir / "model.pt2", export_dir / "model.onnx"
     example = (as_tensor(sample[:2]),)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch")}}
-    torch.export.save(torch.export.export(exported, example, dynamic_shapes=dynamic_shapes), native)
-    torch.onnx.export(exported, example, onnx_path, dynamo=True, dynamic_shapes=dynamic_shapes,
+    program = torch.export.export(exported, example, dynamic_shapes=dynamic_shapes)
+    torch.export.save(program, native)
+    # The ONNX exporter takes the traced program as it is: tracing once halves the stage.
+    torch.onnx.export(program, example, onnx_path, dynamo=True,
                       input_names=["x"], output_names=list(model.output_names), verbose=False)
     return {"native": native, "onnx": onnx_path}
