@@ -69,7 +69,7 @@ class TrainConfig(Section):
     early_stopping: EarlyStopping | None
     reduce_lr: ReduceLR | None
     log_every: PositiveInt
-    threads: PositiveInt | None  # CPU threads the framework may use; null = its default (all cores)
+    threads: PositiveInt  # CPU threads the framework may use: pinned, since results depend on it
 
     DISPLAY_ONLY: typing.ClassVar[frozenset[str]] = frozenset({"log_every"})
 

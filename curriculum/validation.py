@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
 from great_expectations.data_context.types.base import (  # noqa: E402
     DataContextConfig,
     InMemoryStoreBackendDefaults,
@@ -97,6 +100,7 @@ def validate_tables(
         if build_dir is not None:
             if not (build_dir / "index.html").exists():  # no checkpoint ran (no expectations at all)
                 context.build_data_docs(site_names=[_SITE])
+            _canonical_pages(build_dir)
             if docs_dir.exists():
                 shutil.rmtree(docs_dir)
             os.replace(build_dir, docs_dir)
@@ -128,6 +132,24 @@ def raise_for_failures(report: dict) -> None:
     header = (f"data validation suite {report['suite']!r} failed "
               f"{report['unsuccessful_expectations']} of {report['evaluated_expectations']} expectations:")
     raise DataValidationError("\n  ".join([header, *lines]), report)
+
+
+# Data Docs are a DVC output: pages that embed the wall-clock time would get a new hash on every
+# run and on every machine. The run is named and timed by this constant instead (the real time
+# of a run is in git and DVC), and the other times in the pages (load time, cache busters) too.
+_DOCS_RUN_ID = RunIdentifier(run_name="dvc-validate", run_time=datetime(2000, 1, 1, tzinfo=timezone.utc))
+_TIMESTAMP = re.compile(r"\d{8}T\d{6}\.\d+Z")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _canonical_pages(site: Path) -> None:
+    """Give every time in the pages the fixed run time, and number their random element ids in
+    order of appearance (each id only links elements within its own page)."""
+    for page in site.rglob("*.html"):
+        numbers: dict[str, str] = {}
+        text = _TIMESTAMP.sub(_DOCS_RUN_ID.to_tuple()[1], page.read_text(encoding="utf-8"))
+        text = _UUID.sub(lambda match: numbers.setdefault(match.group(), f"id{len(numbers)}"), text)
+        page.write_text(text, encoding="utf-8")
 
 
 def _ephemeral_context(docs_dir: Path | None):
@@ -164,7 +186,7 @@ def _validate_one(context, source, suite_name, name, df, expectations, docs_dir)
     checkpoint = context.checkpoints.add(gx.Checkpoint(
         name=f"{suite_name}.{name}", validation_definitions=[definition], actions=actions,
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL}))
-    result = checkpoint.run(batch_parameters={"dataframe": df})
+    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=_DOCS_RUN_ID)
     (suite_result,) = result.run_results.values()
 
     order = {e.id: i for i, e in enumerate(suite.expectations)}  # GX reorders results; restore ours
