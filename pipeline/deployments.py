@@ -1,5 +1,10 @@
 """Scheduled deployments, declared once in ``prefect.yaml`` and served from here or deployed
-to a work pool with ``prefect deploy``."""
+to a work pool with ``prefect deploy``.
+
+A deployment's run loads ``project_flow`` from its entrypoint and so uses the flow's own task
+runner: ``flows.task_runner(DEFAULT_WORKERS)``, the same as ``python -m pipeline run`` without
+``--workers``.
+"""
 from __future__ import annotations
 
 from pathlib import Path

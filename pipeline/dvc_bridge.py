@@ -8,16 +8,55 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import networkx as nx
 from dvc.repo import Repo
 
 SKIPPED_MARKER = "didn't change, skipping"
+
+# A stage command exits with sysexits' EX_TEMPFAIL (75) for a failure worth retrying (the
+# download stage does, for network trouble; see curriculum/download.py). `dvc repro` itself
+# then exits 255 whatever the command's status was, but its last line names that status:
+#   ERROR: failed to reproduce 'download@x': failed to run: python -m stages.download ..., exited with 75
+TRANSIENT_EXIT_CODE = 75
+_COMMAND_EXIT = re.compile(r"failed to reproduce '(?P<stage>[^']+)':.*?exited with (?P<code>-?\d+)", re.DOTALL)
+# How many of the stage's last output lines its failure carries (the cause is among them).
+TAIL_LINES = 20
+
+
+class StageFailed(RuntimeError):
+    """``dvc repro`` of one stage failed; the message holds the stage's last output lines.
+
+    ``exit_code`` is dvc's own status (255 for any failed command); ``command_exit_code`` the
+    stage command's status as dvc reported it (None if dvc failed before or without running
+    it). ``transient`` is True when the command exited with TRANSIENT_EXIT_CODE.
+    """
+
+    def __init__(self, stage: str, exit_code: int, command_exit_code: int | None, tail: tuple[str, ...]):
+        self.stage, self.exit_code, self.command_exit_code, self.tail = stage, exit_code, command_exit_code, tail
+        self.transient = command_exit_code == TRANSIENT_EXIT_CODE
+        status = f"dvc repro {stage} failed with exit code {exit_code}"
+        if command_exit_code is not None:
+            status += f"; its command exited with {command_exit_code}"
+            status += " (EX_TEMPFAIL: a transient failure)" if self.transient else ""
+        lines = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
+        super().__init__(f"{status}. Last {len(tail)} lines of its output:\n{lines}")
+
+    def __reduce__(self):  # picklable with its fields, e.g. into a Prefect result
+        return type(self), (self.stage, self.exit_code, self.command_exit_code, self.tail)
+
+
+def command_exit_code(output_lines: Iterable[str], stage_name: str) -> int | None:
+    """The stage command's exit status, from dvc's "failed to reproduce ... exited with N" line."""
+    codes = [int(m["code"]) for m in _COMMAND_EXIT.finditer("\n".join(output_lines)) if m["stage"] == stage_name]
+    return codes[-1] if codes else None
 
 
 @dataclass(frozen=True)
@@ -63,7 +102,9 @@ def repro_stage(repo_root: Path, stage_name: str, log: Callable[[str], Any] = pr
     """``dvc repro --single-item`` one stage, streaming its output to ``log``.
 
     DVC decides whether the stage reruns (changed deps or params) or is skipped.
-    Returns True if the stage ran, False if DVC found it up to date.
+    Returns True if the stage ran, False if DVC found it up to date. On failure raises
+    :class:`StageFailed` with the last TAIL_LINES lines of output (the cause is among them)
+    and whether the failure is transient.
     """
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -72,14 +113,16 @@ def repro_stage(repo_root: Path, stage_name: str, log: Callable[[str], Any] = pr
         command, cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
     skipped = False
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     assert process.stdout is not None
     for line in process.stdout:
         line = line.rstrip()
         skipped = skipped or SKIPPED_MARKER in line
         if line:
             log(line)
+            tail.append(line)
     if process.wait() != 0:
-        raise RuntimeError(f"dvc repro {stage_name} failed with exit code {process.returncode}")
+        raise StageFailed(stage_name, process.returncode, command_exit_code(tail, stage_name), tuple(tail))
     return not skipped
 
 

@@ -1,8 +1,16 @@
-"""Stage 1: fetch the project's dataset from the source named in params, as raw arrays."""
+"""Stage 1: fetch the project's dataset from the source named in params, as raw arrays.
+
+Exit status: 0 on success; 75 (``EXIT_TRANSIENT``, sysexits' EX_TEMPFAIL) when the download
+failed in a way a later attempt may not (connection refused/reset, timeout, HTTP 429/5xx);
+1 for a permanent failure (bad params, unresolvable host, HTTP 404/410/403, checksum mismatch).
+The Prefect flow retries the stage only on 75 (see pipeline/dvc_bridge.py).
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from curriculum.download import EXIT_TRANSIENT, DownloadError
 from curriculum.layout import RawData
 from stages.cli import load_project, stage_parser
 
@@ -16,7 +24,12 @@ def main() -> None:
     project, config = load_project(args)
     source = project.source(config.download.source)
     work_dir = args.downloads / args.project
-    raw = source.fetch(work_dir, work_dir / "partial")
+    try:
+        raw = source.fetch(work_dir, work_dir / "partial")
+    except DownloadError as error:
+        kind = "transient, worth retrying" if error.transient else "permanent"
+        print(f"{args.project}: download failed ({kind}): {error}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_TRANSIENT if error.transient else 1)
     if project.subsample is not None:
         raw = project.subsample(raw, config)
     RawData.write(args.out, raw, {

@@ -10,6 +10,7 @@ import hashlib
 import io
 import pickle
 import re
+import socket
 import tarfile
 import threading
 import time
@@ -25,6 +26,7 @@ from curriculum.projects import image_classification
 from curriculum.download import (
     DownloadError,
     RemoteFile,
+    TransientDownloadError,
     download,
     fetch_pypi_file,
     read_archive_member,
@@ -42,11 +44,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     Paths under ``/truncated/`` announce twice the body's length, send the body and close;
     paths under ``/stall/`` send half the body and then nothing until the client times out.
+    ``server.plans[path]`` lists how to answer that path's next requests first: an HTTP status
+    (an error page) or ``"drop"`` (close the connection without answering).
     """
 
     def do_GET(self) -> None:
         server = self.server
         server.requests.append((self.path, self.headers.get("Range")))
+        if plan := server.plans.get(self.path):
+            action = plan.pop(0)
+            if action == "drop":
+                self.close_connection = True
+            else:
+                self.send_error(action)
+            return
         body = server.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -91,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.files, httpd.requests = {}, []
+    httpd.files, httpd.requests, httpd.plans = {}, [], {}
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
     thread.start()
@@ -160,6 +171,7 @@ def test_checksum_mismatch_names_both_digests_and_leaves_nothing(server, dirs):
     assert hashlib.sha256(served).hexdigest() in message
     assert _listing(dirs[0]) == []
     assert _listing(dirs[1]) == []  # a complete but wrong file is not worth resuming
+    assert not excinfo.value.transient  # the same bytes would fail again: permanent
 
 
 def test_md5_only_pin_is_checked(server, dirs):
@@ -174,7 +186,7 @@ def test_truncated_download_keeps_part_and_a_retry_resumes(server, dirs):
     server.files["/truncated/f"] = half
     server.files["/f"] = PAYLOAD
     # Without a pinned size, the short body is caught from the Content-Length header alone.
-    with pytest.raises(DownloadError, match=rf"truncated: got {len(half)} of {2 * len(half)} bytes"):
+    with pytest.raises(TransientDownloadError, match=rf"truncated: got {len(half)} of {2 * len(half)} bytes"):
         _get(_remote(server, "/truncated/f", sha256=PAYLOAD_SHA256), dirs)
     assert _listing(dirs[0]) == []
     assert (dirs[1] / "payload.bin.part").read_bytes() == half
@@ -187,7 +199,7 @@ def test_truncated_download_keeps_part_and_a_retry_resumes(server, dirs):
 
 def test_stalled_transfer_times_out_as_truncated(server, dirs):
     server.files["/stall/f"] = PAYLOAD
-    with pytest.raises(DownloadError, match=rf"truncated: got \d+ of {len(PAYLOAD)} bytes \(TimeoutError"):
+    with pytest.raises(TransientDownloadError, match=rf"truncated: got \d+ of {len(PAYLOAD)} bytes \(TimeoutError"):
         download(_remote(server, "/stall/f"), *dirs, timeout=0.2, progress=False)
     assert _listing(dirs[0]) == []
     assert 0 < (dirs[1] / "payload.bin.part").stat().st_size < len(PAYLOAD)
@@ -245,9 +257,46 @@ def test_corrupt_file_already_present_is_replaced(server, dirs):
 
 
 def test_http_error_is_a_download_error(server, dirs):
-    with pytest.raises(DownloadError, match=r"/missing: HTTP 404"):
+    with pytest.raises(DownloadError, match=r"/missing: HTTP 404") as excinfo:
         _get(_remote(server, "/missing"), dirs)
+    assert not excinfo.value.transient
     assert _listing(dirs[0]) == []
+
+
+@pytest.mark.parametrize("status", [404, 410, 403, 400])
+def test_client_errors_are_permanent(server, dirs, status):
+    server.files["/f"] = PAYLOAD
+    server.plans["/f"] = [status]
+    with pytest.raises(DownloadError, match=rf"/f: HTTP {status}") as excinfo:
+        _get(_remote(server, "/f"), dirs)
+    assert type(excinfo.value) is DownloadError and not excinfo.value.transient
+
+
+@pytest.mark.parametrize("answer", [503, 500, 502, 429, 408, "drop"])
+def test_server_errors_and_dropped_connections_are_transient_and_a_retry_succeeds(server, dirs, answer):
+    server.files["/f"] = PAYLOAD
+    server.plans["/f"] = [answer]
+    with pytest.raises(TransientDownloadError) as excinfo:
+        _get(_remote(server, "/f"), dirs)
+    assert excinfo.value.transient
+    assert _get(_remote(server, "/f"), dirs).read_bytes() == PAYLOAD
+
+
+def test_refused_connection_is_transient(dirs):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    remote = RemoteFile(url=f"http://127.0.0.1:{port}/f", filename="payload.bin", sha256=PAYLOAD_SHA256)
+    with pytest.raises(TransientDownloadError, match="cannot connect") as excinfo:
+        _get(remote, dirs)
+    assert excinfo.value.transient
+
+
+def test_unresolvable_host_is_permanent(dirs):
+    remote = RemoteFile(url="http://nonexistent.invalid/f", filename="payload.bin", sha256=PAYLOAD_SHA256)
+    with pytest.raises(DownloadError, match="cannot resolve the host name") as excinfo:
+        _get(remote, dirs)
+    assert not excinfo.value.transient
 
 
 def test_verify_file_reports_size_mismatch(tmp_path):
