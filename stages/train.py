@@ -1,10 +1,25 @@
-"""Stage 4: train one variant of the project, logging curves with DVCLive."""
+"""Stage 4: train one variant of the project, logging curves with DVCLive; resumable.
+
+Every completed epoch is checkpointed in ``--checkpoint-dir`` (not a DVC output: DVC would delete
+it before the stage runs). A run that was killed continues from the epoch after its last
+checkpoint and ends with exactly the model, metrics and curves of an uninterrupted run; a
+checkpoint of other params, seed, data or code is refused, naming what differs. The model directory
+(``model.*`` + ``meta.json``) and the DVCLive directory (``metrics.json``, ``plots/``) are
+written only when training has finished, each swapped in whole, so a killed run never leaves
+partial results where DVC shows them; the finished run then deletes its checkpoint.
+"""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
+import curriculum
+import stages
 from curriculum.frameworks import get_backend
+from curriculum.frameworks.checkpoints import (
+    CheckpointMismatch, Checkpoints, fingerprint, publish_dir, publish_live, staging_dir,
+)
 from curriculum.layout import ProcessedData, write_model_meta
 from curriculum.trained import model_meta
 from stages.cli import load_project, stage_parser
@@ -13,24 +28,41 @@ from stages.cli import load_project, stage_parser
 def main() -> None:
     parser = stage_parser(__doc__, variant=True)
     parser.add_argument("--live-dir", type=Path, required=True, help="DVCLive directory for training curves")
+    parser.add_argument("--checkpoint-dir", type=Path, required=True,
+                        help="per-epoch checkpoints of an unfinished run (not a DVC output); deleted when training finishes")
     args = parser.parse_args()
     project, config = load_project(args)
     variant = config.variants[args.variant]
-    from dvclive import Live
 
     backend = get_backend(variant.framework)
     data = ProcessedData.read(args.data)
     spec = project.task.model_spec(data)
-
     backend.set_threads(config.train.threads)
     backend.seed_everything(config.seed)
     model = project.model_builder(variant.model, variant.framework)(spec, config.train)
-    args.model_dir.mkdir(parents=True, exist_ok=True)
+
+    # Every module of the run is loaded now: the fingerprint covers its code as well.
+    meta = model_meta(args.project, args.variant, variant.framework, variant.model, spec, config.train)
+    code = [Path(package.__file__).parent for package in (curriculum, stages)]
+    checkpoints = Checkpoints(args.checkpoint_dir, fingerprint(args.project, args.variant, meta, config.seed, args.data, code))
+    try:
+        resumed = checkpoints.load()
+    except CheckpointMismatch as error:
+        sys.exit(f"{args.project}/{args.variant}: {error}")
+    if resumed is not None:
+        done = "training had ended there" if resumed.stopped or resumed.epoch >= config.train.epochs else \
+            f"resuming from epoch {resumed.epoch + 1}"
+        print(f"{args.project}/{args.variant}: checkpoint of epoch {resumed.epoch} in {args.checkpoint_dir}; {done}",
+              flush=True)
+    staged_model = staging_dir(args.model_dir)  # the back end writes the final model here, at the end only
     started = time.perf_counter()
-    with Live(dir=str(args.live_dir), save_dvc_exp=False, dvcyaml=None) as live:
-        backend.fit(model, data, project.task, config.train, config.seed, args.model_dir, live)
+    with checkpoints.live() as live:
+        backend.fit(model, data, project.task, config.train, config.seed, staged_model, live, checkpoints)
     seconds = time.perf_counter() - started
-    write_model_meta(args.model_dir, model_meta(args.project, args.variant, variant.framework, variant.model, spec, config.train))
+    write_model_meta(staged_model, meta)
+    publish_dir(staged_model, args.model_dir)
+    publish_live(checkpoints.live_dir, args.live_dir)
+    checkpoints.discard()
     print(f"{args.project}/{args.variant}: trained in {seconds:.1f} s -> {args.model_dir}")
 
 

@@ -1,7 +1,8 @@
 """Per-epoch bookkeeping for the hand-written training loops (PyTorch, NumPy).
 
 Keras gets these from its callbacks; the other loops share this one implementation so all
-frameworks log the same DVCLive curves and apply the same early-stopping and checkpoint rules.
+frameworks log the same DVCLive curves and apply the same early-stopping and best-weights rules.
+Its counters go into every resumable checkpoint (:meth:`EpochEnd.state`, :meth:`EpochEnd.restore`).
 """
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any, Callable
 
 from dvclive import Live
 
+from curriculum.frameworks.checkpoints import decode_value, encode_value
+
 
 class EpochEnd:
-    """Logs an epoch's loss and the task's epoch metric, keeps the best checkpoint by validation
-    loss and decides early stopping."""
+    """Logs an epoch's loss and the task's epoch metric, keeps the best weights by validation
+    loss (``save_checkpoint`` is called on every improvement) and decides early stopping."""
 
     def __init__(self, live: Live, train: Any, metric: str, save_checkpoint: Callable[[], None]):
         self.live = live
@@ -22,6 +25,15 @@ class EpochEnd:
         self.patience = train.early_stopping.patience if train.early_stopping else None
         self.best_val_loss = float("inf")
         self.epochs_without_improvement = 0
+
+    def state(self) -> dict[str, Any]:
+        """The early-stopping counters, as JSON that :meth:`restore` reads back exactly."""
+        return {"best_val_loss": encode_value(self.best_val_loss),
+                "epochs_without_improvement": self.epochs_without_improvement}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.best_val_loss = decode_value(state["best_val_loss"])
+        self.epochs_without_improvement = state["epochs_without_improvement"]
 
     def __call__(
         self, epoch: int, train_loss: float, train_metric: float, val_loss: float, val_metric: float,

@@ -1,7 +1,11 @@
-"""Keras 3 (TensorFlow back end): compile, fit with the curriculum's callbacks, export."""
+"""Keras 3 (TensorFlow back end): compile, fit with the curriculum's callbacks (resumable), export."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -16,6 +20,8 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
+from curriculum.frameworks.checkpoints import Checkpoint, Checkpoints, canonical_zip, decode_value, encode_value
+from curriculum.io import atomic_path, load_npz
 from curriculum.layout import ProcessedData
 from curriculum.tasks.base import Predictions, Task
 
@@ -48,45 +54,182 @@ class _PrintEvery(keras.callbacks.Callback):
             print(f"epoch {epoch + 1}: {values}", flush=True)
 
 
-def fit(model: keras.Model, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live) -> Loaded:
-    """Train with Adam; keep the best epoch by validation loss (checkpoint) and return it.
+class _Resumable:
+    """Mixin for a Keras callback whose counters survive a restart: ``on_train_begin`` resets them
+    as usual, then puts back the ones a checkpoint held. ``STATE`` names them."""
+
+    STATE: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, restored: Mapping[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.restored = restored
+
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        super().on_train_begin(logs)
+        for name, value in (self.restored or {}).items():
+            setattr(self, name, decode_value(value))
+
+    def state(self) -> dict[str, Any]:
+        return {name: encode_value(getattr(self, name)) for name in self.STATE}
+
+
+class _ModelCheckpoint(_Resumable, keras.callbacks.ModelCheckpoint):
+    STATE = ("best",)
+
+
+class _EarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
+    STATE = ("wait", "stopped_epoch", "best", "best_epoch")
+
+
+class _ReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
+    STATE = ("wait", "cooldown_counter", "best")
+
+
+VARIABLES_FILE = "variables.npz"
+BEST_FILE = "best.keras"
+
+
+def _variables(model: keras.Model) -> list:
+    """Everything training changes: the model's variables (weights and the dropout layers'
+    SeedGenerator states) and the optimizer's (step count, learning rate, moments)."""
+    return [*model.variables, *model.optimizer.variables]
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Last in the callback list: after every epoch, commit the whole training state (variables,
+    the other callbacks' counters, the best model so far) as a checkpoint; on a resumed run, put
+    the global RNGs back right before the first epoch."""
+
+    def __init__(self, checkpoints: Checkpoints, resumable: list[_Resumable], best_path: Path):
+        super().__init__()
+        self.checkpoints = checkpoints
+        self.resumable = resumable
+        self.best_path = best_path
+
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        self.checkpoints.resume_global_rngs()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        variables = _variables(self.model)
+
+        def write(folder: Path) -> None:
+            np.savez(folder / VARIABLES_FILE, **{f"{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)})
+            if self.best_path.exists():
+                shutil.copyfile(self.best_path, folder / BEST_FILE)
+
+        self.checkpoints.save(epoch + 1, bool(self.model.stop_training), {
+            "callbacks": [callback.state() for callback in self.resumable],
+            "variables": [v.path for v in variables],
+        }, write)
+
+
+def _restore(model: keras.Model, checkpoint: Checkpoint) -> None:
+    model.optimizer.build(model.trainable_variables)
+    variables = _variables(model)
+    paths = [v.path for v in variables]
+    if paths != checkpoint.state["variables"]:
+        raise ValueError(f"{checkpoint.files}: the checkpoint's variables do not match the model's")
+    saved = load_npz(checkpoint.files / VARIABLES_FILE)
+    for index, variable in enumerate(variables):
+        variable.assign(saved[f"{index:04d}"])
+
+
+def fit(
+    model: keras.Model, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live,
+    checkpoints: Checkpoints | None = None,
+) -> Loaded:
+    """Train with Adam; keep the best epoch by validation loss, write it to ``model_dir`` when
+    training ends (a canonical ``.keras`` archive: equal models, equal bytes) and return it.
 
     The task gives the loss, the metrics, the targets and any per-example weights; the
-    validation loss is weighted the same way, so the best checkpoint is chosen on the same
-    loss as in the torch loop.
+    validation loss is weighted the same way, so the best model is chosen on the same loss as
+    in the torch loop. With ``checkpoints``, every epoch ends with a checkpoint of the whole
+    training state, and a killed run's checkpoint is continued from its next epoch: the
+    variables are restored, then ``fit`` runs from ``initial_epoch`` (measured to end with
+    exactly the weights and logs of an uninterrupted fit).
     """
     model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), **task.keras_compile(train))
-    checkpoint = model_dir / MODEL_FILE
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True),
-        DVCLiveCallback(live=live),
-        _PrintEvery(train.log_every),
-    ]
-    if train.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=train.early_stopping.patience))
-    if train.reduce_lr:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=train.reduce_lr.factor, patience=train.reduce_lr.patience,
-            min_lr=train.reduce_lr.min_lr,
-        ))
-    train_split, val_split = data.split("train"), data.split("val")
-    x_train, y_train = task.inputs(train_split), task.targets(train_split)
-    validation_data = (task.inputs(val_split), task.keras_targets(task.targets(val_split)))
-    val_weights = task.sample_weights(task.targets(val_split), train)
-    if val_weights is not None:
-        validation_data += (val_weights,)
-    model.fit(
-        x_train,
-        task.keras_targets(y_train),
-        sample_weight=task.sample_weights(y_train, train),
-        validation_data=validation_data,
-        epochs=train.epochs,
-        batch_size=train.batch_size or len(x_train),
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=0,
-    )
+    resumed = checkpoints.resumed if checkpoints is not None else None
+    resumable: list[_Resumable] = []
+
+    def restored() -> dict[str, Any] | None:
+        """The checkpointed counters of the next resumable callback (same params, same list)."""
+        return resumed.state["callbacks"][len(resumable)] if resumed is not None else None
+
+    with contextlib.ExitStack() as stack:
+        work = checkpoints.work_dir if checkpoints is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        best_path = work / BEST_FILE
+        best_path.unlink(missing_ok=True)
+        resumable.append(_ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True, restored=restored()))
+        callbacks = [resumable[0], DVCLiveCallback(live=live), _PrintEvery(train.log_every)]
+        if train.early_stopping:
+            resumable.append(_EarlyStopping(monitor="val_loss", patience=train.early_stopping.patience,
+                                            restored=restored()))
+            callbacks.append(resumable[-1])
+        if train.reduce_lr:
+            resumable.append(_ReduceLROnPlateau(
+                monitor="val_loss", factor=train.reduce_lr.factor, patience=train.reduce_lr.patience,
+                min_lr=train.reduce_lr.min_lr, restored=restored()))
+            callbacks.append(resumable[-1])
+        if checkpoints is not None:
+            callbacks.append(_Checkpoint(checkpoints, resumable, best_path))
+        initial_epoch, stopped = 0, False
+        if resumed is not None:
+            _restore(model, resumed)
+            if (resumed.files / BEST_FILE).exists():
+                shutil.copyfile(resumed.files / BEST_FILE, best_path)
+            initial_epoch, stopped = resumed.epoch, resumed.stopped
+        if not stopped and initial_epoch < train.epochs:
+            train_split, val_split = data.split("train"), data.split("val")
+            x_train, y_train = task.inputs(train_split), task.targets(train_split)
+            validation_data = (task.inputs(val_split), task.keras_targets(task.targets(val_split)))
+            val_weights = task.sample_weights(task.targets(val_split), train)
+            if val_weights is not None:
+                validation_data += (val_weights,)
+            model.fit(
+                x_train,
+                task.keras_targets(y_train),
+                sample_weight=task.sample_weights(y_train, train),
+                validation_data=validation_data,
+                epochs=train.epochs,
+                initial_epoch=initial_epoch,
+                batch_size=train.batch_size or len(x_train),
+                shuffle=True,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        if not best_path.exists():
+            raise RuntimeError("no epoch had a finite validation loss: there is no best model to keep")
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (model_dir / MODEL_FILE).write_bytes(canonical_keras(best_path.read_bytes()))
     return load(model_dir, build=None, task=task, train=train)
+
+
+def canonical_keras(archive: bytes) -> bytes:
+    """A ``.keras`` archive made reproducible, so two equal models give byte-identical files (and
+    DVC sees no change): the save date dropped from ``metadata.json``; the ``shared_object_id``
+    values in ``config.json`` (Python ``id()``s of objects several layers share, which differ in
+    every process) renumbered 0, 1, ... in order of appearance (they only pair objects up on
+    loading); fixed zip timestamps and member order. Keras loads it as usual."""
+
+    def renumber(value: Any, ids: dict[Any, int]) -> Any:
+        if isinstance(value, dict):
+            return {key: ids.setdefault(item, len(ids)) if key == "shared_object_id" else renumber(item, ids)
+                    for key, item in value.items()}
+        if isinstance(value, list):
+            return [renumber(item, ids) for item in value]
+        return value
+
+    def rewrite(name: str, contents: bytes) -> bytes:
+        if name == "metadata.json":
+            metadata = json.loads(contents)
+            metadata.pop("date_saved", None)
+            return json.dumps(metadata).encode()
+        if name == "config.json":
+            return json.dumps(renumber(json.loads(contents), {})).encode()
+        return contents
+
+    return canonical_zip(archive, rewrite)
 
 
 @dataclass(frozen=True)
@@ -136,7 +279,9 @@ def export(
                 offset=np.asarray(output_scaler["mean"], dtype="float32")))
         model = keras.Sequential(layers, name=f"{model.name}_raw_input")
     native, onnx_path = export_dir / MODEL_FILE, export_dir / "model.onnx"
-    model.save(native)
+    with atomic_path(native, suffix=".keras") as tmp:
+        model.save(tmp)
+        tmp.write_bytes(canonical_keras(tmp.read_bytes()))
     model.predict(sample[:1], verbose=0)  # ONNX export needs a built, called model
     model.export(onnx_path, format="onnx", verbose=False)
     return {"native": native, "onnx": onnx_path}

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from dvclive import Live
 
+from curriculum.frameworks.checkpoints import Checkpoints, decode_value, encode_value
 from curriculum.frameworks.epochs import EpochEnd
 from curriculum.io import load_npz, save_npz
 from curriculum.layout import ProcessedData
@@ -61,6 +62,12 @@ class _ReduceLROnPlateau:
             return max(learning_rate * self.factor, self.min_lr)
         return learning_rate
 
+    def state(self) -> dict[str, Any]:
+        return {"best": encode_value(self.best), "bad_epochs": self.bad_epochs}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_epochs = decode_value(state["best"]), state["bad_epochs"]
+
 
 @dataclass(frozen=True)
 class Loaded:
@@ -70,10 +77,19 @@ class Loaded:
     objective: Any
 
 
-def fit(model: numpy_mlp.Params, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live) -> Loaded:
+STATE_FILE = "state.npz"
+
+
+def fit(
+    model: numpy_mlp.Params, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live,
+    checkpoints: Checkpoints | None = None,
+) -> Loaded:
     """Adam on the from-scratch network, minimising the task's NumPy objective; (mini-)batches
-    shuffled with ``seed``; full batch when ``batch_size`` is null. Keeps the weights of the best
-    validation-loss epoch and returns them."""
+    shuffled with ``seed``; full batch when ``batch_size`` is null. Writes the weights of the best
+    validation-loss epoch to ``model_dir`` when training ends and returns them. With
+    ``checkpoints``, every epoch ends with a checkpoint of the whole state (weights, Adam moments,
+    learning rate and plateau counters, early-stopping counters, best weights, the shuffling
+    generator), and a killed run's checkpoint is continued from its next epoch, exactly."""
     objective = task.numpy_objective(train)
     params = {name: np.asarray(model[name], dtype=np.float64) for name in numpy_mlp.PARAM_NAMES}
     train_split, val_split = data.split("train"), data.split("val")
@@ -87,10 +103,39 @@ def fit(model: numpy_mlp.Params, data: ProcessedData, task: Task, train: Any, se
     scheduler = _ReduceLROnPlateau(reduce_lr.factor, reduce_lr.patience, reduce_lr.min_lr) if reduce_lr else None
     rng = np.random.default_rng(seed)
     state = numpy_mlp.adam_init(params)
-    checkpoint = model_dir / MODEL_FILE
-    end_epoch = EpochEnd(live, train, task.epoch_metric, save_checkpoint=lambda: save_npz(checkpoint, **params))
+    best: dict[str, numpy_mlp.Params] = {}
 
-    for epoch in range(1, train.epochs + 1):
+    def keep_best() -> None:
+        best["params"] = {name: value.copy() for name, value in params.items()}
+
+    end_epoch = EpochEnd(live, train, task.epoch_metric, save_checkpoint=keep_best)
+
+    first_epoch, stopped = 1, False
+    resumed = checkpoints.resumed if checkpoints is not None else None
+    if resumed is not None:
+        saved = load_npz(resumed.files / STATE_FILE)
+        params = {name: saved[f"params/{name}"] for name in numpy_mlp.PARAM_NAMES}
+        state = {"t": resumed.state["adam_t"],
+                 "m": {name: saved[f"m/{name}"] for name in numpy_mlp.PARAM_NAMES},
+                 "v": {name: saved[f"v/{name}"] for name in numpy_mlp.PARAM_NAMES}}
+        if f"best/{numpy_mlp.PARAM_NAMES[0]}" in saved:
+            best["params"] = {name: saved[f"best/{name}"] for name in numpy_mlp.PARAM_NAMES}
+        learning_rate = decode_value(resumed.state["learning_rate"])
+        if scheduler is not None:
+            scheduler.restore(resumed.state["scheduler"])
+        rng.bit_generator.state = resumed.state["shuffle"]
+        end_epoch.restore(resumed.state["epoch_end"])
+        checkpoints.resume_global_rngs()
+        first_epoch, stopped = resumed.epoch + 1, resumed.stopped
+
+    def write_state(folder: Path) -> None:
+        arrays = {f"params/{name}": value for name, value in params.items()}
+        arrays.update({f"m/{name}": value for name, value in state["m"].items()})
+        arrays.update({f"v/{name}": value for name, value in state["v"].items()})
+        arrays.update({f"best/{name}": value for name, value in best.get("params", {}).items()})
+        np.savez(folder / STATE_FILE, **arrays)  # uncompressed: written every epoch
+
+    for epoch in range(first_epoch, 1 if stopped else train.epochs + 1):
         order = rng.permutation(len(x_train))
         total_loss, total_metric = 0.0, 0.0
         for start in range(0, len(order), batch_size):
@@ -102,11 +147,22 @@ def fit(model: numpy_mlp.Params, data: ProcessedData, task: Task, train: Any, se
         val_logits, _ = numpy_mlp.forward(params, x_val)
         val_loss = objective.loss(val_logits, y_val)
         val_metric = float(objective.metric(val_logits, y_val).mean())
-        if end_epoch(epoch, total_loss / len(x_train), total_metric / len(x_train), val_loss, val_metric,
-                     learning_rate):
-            break
-        if scheduler is not None:
+        stop = end_epoch(epoch, total_loss / len(x_train), total_metric / len(x_train), val_loss, val_metric,
+                         learning_rate)
+        if not stop and scheduler is not None:
             learning_rate = scheduler.step(val_loss, learning_rate)
+        if checkpoints is not None:
+            checkpoints.save(epoch, stop, {
+                "adam_t": state["t"], "learning_rate": encode_value(learning_rate),
+                "scheduler": scheduler.state() if scheduler is not None else None,
+                "shuffle": rng.bit_generator.state, "epoch_end": end_epoch.state(),
+            }, write_state)
+        if stop:
+            break
+    if "params" not in best:
+        raise RuntimeError("no epoch had a finite validation loss: there are no best weights to keep")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_npz(model_dir / MODEL_FILE, **best["params"])
     return load(model_dir, build=None, task=task, train=train)
 
 

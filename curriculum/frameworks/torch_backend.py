@@ -5,6 +5,7 @@ come from the project's task, the architecture (and its input layout) from the m
 """
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +16,7 @@ from dvclive import Live
 from torch import nn
 from tqdm import tqdm
 
+from curriculum.frameworks.checkpoints import Checkpoints
 from curriculum.frameworks.epochs import EpochEnd
 from curriculum.layout import ProcessedData
 from curriculum.tasks.base import Predictions, Task
@@ -69,8 +71,20 @@ def _evaluate(model: nn.Module, task: Task, loss_fn: Callable, x: torch.Tensor, 
         return loss_fn(output, y).item(), task.torch_metric(output, y).mean().item()
 
 
-def fit(model: nn.Module, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live) -> PredictionModel:
-    """Adam + early stopping, best checkpoint and reduce-LR-on-plateau, all on validation loss."""
+STATE_FILE = "state.pt"
+
+
+def fit(
+    model: nn.Module, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live,
+    checkpoints: Checkpoints | None = None,
+) -> PredictionModel:
+    """Adam + early stopping, best weights and reduce-LR-on-plateau, all on validation loss.
+
+    The best epoch's weights are written to ``model_dir`` when training ends. With
+    ``checkpoints``, every epoch ends with a checkpoint of the whole training state (weights,
+    optimizer, scheduler, early-stopping counters, best weights, the shuffling and global RNGs),
+    and a checkpoint left by a killed run is continued from its next epoch, exactly.
+    """
     train_split, val_split = data.split("train"), data.split("val")
     x_train, x_val = as_tensor(task.inputs(train_split)), as_tensor(task.inputs(val_split))
     y_train, y_val = task.torch_targets(task.targets(train_split)), task.torch_targets(task.targets(val_split))
@@ -84,10 +98,35 @@ def fit(model: nn.Module, data: ProcessedData, task: Task, train: Any, seed: int
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=reduce_lr.factor, patience=reduce_lr.patience, min_lr=reduce_lr.min_lr
     ) if reduce_lr else None
-    checkpoint = model_dir / MODEL_FILE
-    end_epoch = EpochEnd(live, train, task.epoch_metric, save_checkpoint=lambda: torch.save(model.state_dict(), checkpoint))
+    best: dict[str, Any] = {}
 
-    for epoch in range(1, train.epochs + 1):
+    def keep_best() -> None:
+        best["weights"] = copy.deepcopy(model.state_dict())
+
+    end_epoch = EpochEnd(live, train, task.epoch_metric, save_checkpoint=keep_best)
+
+    def training_state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "best": best.get("weights"), "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()}
+
+    first_epoch, stopped = 1, False
+    resumed = checkpoints.resumed if checkpoints is not None else None
+    if resumed is not None:
+        saved = torch.load(resumed.files / STATE_FILE, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        if saved["best"] is not None:
+            best["weights"] = saved["best"]
+        shuffle.set_state(saved["shuffle"])
+        torch.set_rng_state(saved["torch_rng"])
+        end_epoch.restore(resumed.state["epoch_end"])
+        checkpoints.resume_global_rngs()
+        first_epoch, stopped = resumed.epoch + 1, resumed.stopped
+
+    for epoch in range(first_epoch, 1 if stopped else train.epochs + 1):
         model.train()
         total_loss, total_metric, seen = 0.0, 0.0, 0
         order = torch.randperm(len(x_train), generator=shuffle)
@@ -106,11 +145,20 @@ def fit(model: nn.Module, data: ProcessedData, task: Task, train: Any, seed: int
             seen += len(xb)
         val_loss, val_metric = _evaluate(model, task, loss_fn, x_val, y_val)
         learning_rate = optimizer.param_groups[0]["lr"]
-        if end_epoch(epoch, total_loss / seen, total_metric / seen, val_loss, val_metric, learning_rate):
-            break
-        if scheduler is not None:
+        stop = end_epoch(epoch, total_loss / seen, total_metric / seen, val_loss, val_metric, learning_rate)
+        if not stop and scheduler is not None:
             scheduler.step(val_loss)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+        if checkpoints is not None:
+            state = training_state()
+            checkpoints.save(epoch, stop, {"epoch_end": end_epoch.state()},
+                             lambda folder: torch.save(state, folder / STATE_FILE))
+        if stop:
+            break
+    if "weights" not in best:
+        raise RuntimeError("no epoch had a finite validation loss: there are no best weights to keep")
+    model.load_state_dict(best["weights"])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(best["weights"], model_dir / MODEL_FILE)
     return PredictionModel(model.eval(), task.torch_head(), task.output_names).eval()
 
 
