@@ -1,9 +1,11 @@
-"""Behaviour pinned before the task redesign: the default image_classification and simple_nn
-pipelines give exactly the metrics and export reports they gave before it.
+"""Pinned behaviour: the default image_classification and simple_nn pipelines give exactly the
+metrics and export reports pinned in tests/frozen/.
 
-The pinned files (tests/frozen/) were produced on this machine kind (x86-64, 2 cores, no GPU)
-by the pre-redesign code; training arithmetic depends on the CPU, so on another kind of machine
-this test says "the numbers moved", not "the code changed".
+First pinned before the task redesign, which left them unchanged; re-pinned once when every
+stage began capping the numeric kernels at AVX2 (curriculum/numerics.py), which changed the
+arithmetic on this AVX-512 machine (image_classification torch test accuracy 0.984 -> 0.982).
+With the caps and pinned threads the pins hold on any x86-64 machine with AVX2
+(tests/test_reproducibility.py), so a failure here means the code changed the numbers.
 """
 from __future__ import annotations
 
