@@ -20,6 +20,11 @@ def main() -> None:
     args = parser.parse_args()
     project, config = load_project(args)
     data = ProcessedData.read(args.data)
+    # One BLAS thread: fitted baselines (logistic regression, ridge) then round the same way on
+    # any machine, whatever its core count or OPENBLAS_NUM_THREADS.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     scores = {name: project.task.score(data, predictions) for name, predictions in project.baselines(data, config).items()}
     write_json(args.metrics, scores)
     for name, metrics in scores.items():

@@ -181,20 +181,23 @@ def test_dvc_passes_the_transient_exit_code_on(http_server, tmp_path):
 # --- 2. the failing stage's own last lines in the flow's failure ---------------------------
 
 
-def test_failed_flow_names_the_stage_its_exit_codes_and_its_last_lines(prefect_api, tmp_path):
+def test_a_bad_param_fails_the_flow_before_any_stage_naming_the_key(prefect_api, tmp_path):
+    """Params are checked before the first stage (DVC would remove the stage's outputs before
+    the stage's own check). The stage's own last lines in a failure: see the permanent-failure
+    tests above (HTTP 404, md5 mismatch, unresolvable host)."""
     repo = download_repo(tmp_path / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params[IC]["download"]["source"] = "nope"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    state, task_run, _ = run_download_flow(repo)
+    state = project_flow(project=IC, repo_root=str(repo), return_state=True)
 
-    assert state.is_failed() and task_run.run_count == 1
+    assert state.is_failed()
     message = _failure(state)
-    assert f"dvc repro {STAGE} failed with exit code 255; its command exited with 1" in message
-    assert f"bad params for {IC}:" in message
+    assert "nothing was run" in message
     assert f"{IC}.download.source: 'nope' is not a source of this project" in message
-    assert len(message.splitlines()) <= 1 + dvc_bridge.TAIL_LINES
+    task_names = [t.name for t in asyncio.run(_task_runs(state.state_details.flow_run_id))]
+    assert not [name for name in task_names if name.startswith(STAGE)], task_names
 
 
 # --- 3. concurrent CLI runs, each with its own ephemeral API server ------------------------

@@ -39,10 +39,11 @@ def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
 
 
-def test_every_stage_gets_a_run_cache_entry(built_repo):
+def test_every_training_stage_gets_a_run_cache_entry(built_repo):
     """DVC skips the run-cache for a stage with an uncached output that is not a metric or a
-    plot; every stage here must still be restorable from it."""
-    stages = dvc(built_repo, "stage", "list", "--name-only").stdout.split()
+    plot; the stages that train, score and export must still be restorable from it."""
+    stages = [name for name in dvc(built_repo, "stage", "list", "--name-only").stdout.split()
+              if name.startswith(("train@", "evaluate@", "export@"))]
     entries = [yaml.safe_load(path.read_text()) for path in (built_repo / ".dvc/cache/runs").rglob("*")
                if path.is_file()]
     for stage in stages:
@@ -54,6 +55,7 @@ def test_every_stage_gets_a_run_cache_entry(built_repo):
 
 
 def test_reverting_a_param_restores_results_from_the_run_cache(repo_copy):
+    commit(repo_copy, "the built results")
     before = tracked_results(repo_copy)
     set_param(repo_copy, f"{SNN}.train.learning_rate", 0.05)
     changed = stages_run(dvc(repo_copy, "repro").stdout)
@@ -101,3 +103,15 @@ def test_params_check_stops_bad_params_before_any_output_is_touched(repo_copy):
     assert result.returncode != 0 and f"{SNN}.train.batch_size" in result.stderr
     assert tracked_results(repo_copy) == before
     commit(repo_copy, "bad params (never run)")
+
+
+def test_a_display_only_param_retrains_to_the_same_model_and_reruns_nothing_after(repo_copy):
+    """``log_every`` only changes what is printed: train reruns (DVC sees its params), gives
+    byte-identical models -- Keras' archives included -- so evaluate and export stay cached."""
+    before = tracked_results(repo_copy)
+    set_param(repo_copy, f"{SNN}.train.log_every", 3)
+    ran = stages_run(dvc(repo_copy, "repro").stdout)
+    assert sorted(ran) == sorted(f"train@{SNN}-{framework}" for framework in ("torch", "keras", "numpy"))
+    after = tracked_results(repo_copy)
+    assert {path: data for path, data in after.items() if path != "dvc.lock"} == \
+        {path: data for path, data in before.items() if path != "dvc.lock"}

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 import keras
 import numpy as np
+import onnx
 import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
@@ -23,6 +24,7 @@ from dvclive.keras import DVCLiveCallback
 from curriculum.frameworks.checkpoints import Checkpoint, Checkpoints, canonical_zip, decode_value, encode_value
 from curriculum.io import atomic_path, load_npz
 from curriculum.layout import ProcessedData
+from curriculum.onnx_canonical import canonical_names
 from curriculum.tasks.base import Predictions, Task
 
 MODEL_FILE = "model.keras"
@@ -284,4 +286,5 @@ def export(
         tmp.write_bytes(canonical_keras(tmp.read_bytes()))
     model.predict(sample[:1], verbose=0)  # ONNX export needs a built, called model
     model.export(onnx_path, format="onnx", verbose=False)
+    onnx.save(canonical_names(onnx.load(onnx_path)), onnx_path)  # tf2onnx's names vary run to run
     return {"native": native, "onnx": onnx_path}

@@ -225,6 +225,8 @@ def export(
     example = (as_tensor(sample[:2]),)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch")}}
     program = torch.export.export(exported, example, dynamic_shapes=dynamic_shapes)
+    for node in program.graph.nodes:  # source stack traces name this checkout's absolute paths:
+        node.meta.pop("stack_trace", None)  # without them a clone elsewhere exports the same bytes
     torch.export.save(program, native)
     # The ONNX exporter takes the traced program as it is: tracing once halves the stage.
     torch.onnx.export(program, example, onnx_path, dynamo=True,
