@@ -14,9 +14,7 @@ import hashlib
 import os
 import subprocess
 import sys
-import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -31,24 +29,11 @@ from pipeline import dvc_bridge, flows
 from pipeline.deployments import build_deployments
 from pipeline.flows import project_flow
 from tests.smoke import REPO_ROOT, build_smoke_repo
-from tests.test_download import _Handler
+from tests.test_download import server  # noqa: F401 -- the local HTTP server fixture
 
 IC = "image_classification"
 STAGE = f"download@{IC}"
 MNIST_KEYS = {"x": (20, 28, 28), "y": (20,), "x_test": (10, 28, 28), "y_test": (10,)}
-
-
-@pytest.fixture
-def http_server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.files, httpd.requests, httpd.plans = {}, [], {}
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
 
 
 def _idx_gz(array: np.ndarray) -> bytes:
@@ -124,14 +109,14 @@ def _failure(state) -> str:
 
 
 @pytest.mark.parametrize("case", ["http-404", "checksum", "unresolvable-host"])
-def test_permanent_download_failure_is_not_retried(prefect_api, fast_retries, http_server, tmp_path, case):
+def test_permanent_download_failure_is_not_retried(prefect_api, fast_retries, server, tmp_path, case):
     files = mnist_files()
-    http_server.files.update(files)
+    server.files.update(files)
     if case == "http-404":
-        del http_server.files["/x.gz"]
+        del server.files["/x.gz"]
     elif case == "checksum":
-        http_server.files["/x.gz"] = files["/x.gz"][:-1] + b"!"
-    base_url = "http://nonexistent.invalid" if case == "unresolvable-host" else http_server.url
+        server.files["/x.gz"] = files["/x.gz"][:-1] + b"!"
+    base_url = "http://nonexistent.invalid" if case == "unresolvable-host" else server.url
     repo = download_repo(tmp_path / "repo", base_url)
 
     state, task_run, seconds = run_download_flow(repo)
@@ -143,39 +128,39 @@ def test_permanent_download_failure_is_not_retried(prefect_api, fast_retries, ht
     assert {"http-404": "/x.gz: HTTP 404", "checksum": "md5 mismatch",
             "unresolvable-host": "cannot resolve the host name"}[case] in message
     if case != "unresolvable-host":
-        assert [path for path, _ in http_server.requests].count("/x.gz") == 1
+        assert [path for path, _ in server.requests].count("/x.gz") == 1
     assert seconds < 60
 
 
 @pytest.mark.parametrize("answer", [503, "drop"], ids=["http-503", "dropped-connection"])
-def test_transient_download_failure_is_retried_and_succeeds(prefect_api, fast_retries, http_server, tmp_path, answer):
-    http_server.files.update(mnist_files())
-    http_server.plans["/x_test.gz"] = [answer]  # x.gz and y.gz land first and are kept
-    repo = download_repo(tmp_path / "repo", http_server.url)
+def test_transient_download_failure_is_retried_and_succeeds(prefect_api, fast_retries, server, tmp_path, answer):
+    server.files.update(mnist_files())
+    server.plans["/x_test.gz"] = [answer]  # x.gz and y.gz land first and are kept
+    repo = download_repo(tmp_path / "repo", server.url)
 
     state, task_run, _ = run_download_flow(repo)
 
     assert state.is_completed(), _failure(state)
     assert task_run.run_count == 2
     log = flow_run_log(state.state_details.flow_run_id)
-    assert f"{IC}: download failed (transient, worth retrying): {http_server.url}/x_test.gz" in log
+    assert f"{IC}: download failed (transient, worth retrying): {server.url}/x_test.gz" in log
     assert "its command exited with 75 (EX_TEMPFAIL: a transient failure)" in log  # why it was retried
-    requested = [path for path, _ in http_server.requests]
+    requested = [path for path, _ in server.requests]
     assert requested.count("/x_test.gz") == 2
     assert requested.count("/x.gz") == 1  # the retry found x.gz downloaded and verified
     assert (repo / f"data/{IC}/raw").is_dir()
 
 
-def test_dvc_passes_the_transient_exit_code_on(http_server, tmp_path):
+def test_dvc_passes_the_transient_exit_code_on(server, tmp_path):
     """What the bridge sees: dvc exits 255 for any failed command, but names its exit code."""
-    http_server.files.update(mnist_files())
-    http_server.plans["/x.gz"] = [503]
-    repo = download_repo(tmp_path / "repo", http_server.url)
+    server.files.update(mnist_files())
+    server.plans["/x.gz"] = [503]
+    repo = download_repo(tmp_path / "repo", server.url)
     with pytest.raises(dvc_bridge.StageFailed) as excinfo:
         dvc_bridge.repro_stage(repo, STAGE, log=lambda line: None)
     failure = excinfo.value
     assert (failure.exit_code, failure.command_exit_code, failure.transient) == (255, 75, True)
-    assert f"{IC}: download failed (transient, worth retrying): {http_server.url}/x.gz: HTTP 503" in str(failure)
+    assert f"{IC}: download failed (transient, worth retrying): {server.url}/x.gz: HTTP 503" in str(failure)
 
 
 # --- 2. the failing stage's own last lines in the flow's failure ---------------------------
