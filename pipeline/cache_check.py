@@ -51,6 +51,8 @@ from typing import Any, Callable, Iterable
 from dvc_data.hashfile.hash import fobj_md5
 from dvc_data.hashfile.istextfile import istextblock
 
+from pipeline.dvc_bridge import venv_dvc
+
 DEFAULT_REPO = Path(__file__).resolve().parent.parent
 QUARANTINE_DIR = "quarantine"
 MANIFEST = "quarantine.jsonl"
@@ -677,14 +679,8 @@ def _restore_from_workspace(info: _RepoInfo, problem: Problem) -> bool:
     return False
 
 
-def _dvc_command() -> list[str]:
-    return [str(Path(sys.executable).parent / "dvc")]
-
-
 def _rerun_stage(root: Path, stage: str, log: Log) -> tuple[bool, str]:
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [*_dvc_command(), "repro", "--force", "--single-item", stage]
+    command, env = venv_dvc("repro", "--force", "--single-item", stage)
     log(f"repair: dvc {' '.join(command[1:])}")
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     output = (result.stdout + result.stderr).strip()
@@ -837,9 +833,6 @@ def _fix_workspace(info: _RepoInfo, report: CacheReport, log: Log) -> None:
     leaves them alone; ``--relink`` rewrites them from the (now good) cache and, without
     ``--force``, still refuses to touch files with unsaved user changes.
     """
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-
     def still_bad(problem: Problem, path: str) -> bool:
         return _holds_bad_bytes(info, problem, path) or not (info.root / path).is_file()
 
@@ -850,7 +843,8 @@ def _fix_workspace(info: _RepoInfo, report: CacheReport, log: Log) -> None:
                    if r.path in p.workspace_bad and r.path not in p.workspace_fixed})
     for out in outs:
         log(f"repair: dvc checkout --relink {out}")
-        result = subprocess.run([*_dvc_command(), "checkout", "--relink", out], cwd=info.root, env=env,
+        command, env = venv_dvc("checkout", "--relink", out)
+        result = subprocess.run(command, cwd=info.root, env=env,
                                 capture_output=True, text=True)
         for problem in todo:
             for ref in problem.references:

@@ -98,6 +98,14 @@ def project_stages(repo_root: Path, project: str) -> list[StageNode]:
         ]
 
 
+def venv_dvc(*args: str) -> tuple[list[str], dict[str, str]]:
+    """This venv's ``dvc`` with ``args``, and an environment whose PATH finds this venv's
+    ``python`` first (stage commands call ``python -m stages...``)."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return [str(bin_dir / "dvc"), *args], env
+
+
 def repro_stage(repo_root: Path, stage_name: str, log: Callable[[str], Any] = print) -> bool:
     """``dvc repro --single-item`` one stage, streaming its output to ``log``.
 
@@ -106,9 +114,7 @@ def repro_stage(repo_root: Path, stage_name: str, log: Callable[[str], Any] = pr
     :class:`StageFailed` with the last TAIL_LINES lines of output (the cause is among them)
     and whether the failure is transient.
     """
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [str(bin_dir / "dvc"), "--wait-for-lock", "repro", "--single-item", stage_name]
+    command, env = venv_dvc("--wait-for-lock", "repro", "--single-item", stage_name)
     process = subprocess.Popen(
         command, cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
