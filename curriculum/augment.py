@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from tqdm import tqdm
 
 
 def random_affine(image: np.ndarray, rng: np.random.Generator, settings: Any) -> np.ndarray:
     """Rotate, shift, zoom and maybe flip one HWC image about its centre (edges filled 'nearest')."""
+    from scipy import ndimage  # preprocess only: other stages skip its import
+
     height, width = image.shape[:2]
     angle = np.deg2rad(rng.uniform(-settings.rotation_range, settings.rotation_range))
     zoom = rng.uniform(1 - settings.zoom_range, 1 + settings.zoom_range)
@@ -45,6 +46,6 @@ def augment(x: np.ndarray, y: np.ndarray, settings: Any, seed: int) -> tuple[np.
     augmented = [
         random_affine(image, rng, settings)
         for _ in range(copies)
-        for image in tqdm(x, desc="augment", unit="img", leave=False)
+        for image in tqdm(x, desc="augment", unit="img", leave=False, disable=None)  # no bar in logs
     ]
     return np.concatenate([x, np.stack(augmented)]), np.concatenate([y] + [y] * copies)

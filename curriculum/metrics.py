@@ -4,7 +4,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn import metrics
+
+# scikit-learn is imported by the functions that score (evaluate, baselines), not at module level:
+# stages that only need predicted_labels (export) don't pay its second of import time.
 
 
 def predicted_labels(proba: np.ndarray, binary: bool, threshold: float = 0.5) -> np.ndarray:
@@ -14,6 +16,8 @@ def predicted_labels(proba: np.ndarray, binary: bool, threshold: float = 0.5) ->
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, binary: bool, class_names: Sequence[str]) -> dict[str, Any]:
     """Accuracy, loss and macro-F1 for every task, plus per-class precision/recall; for binary
     tasks also the metrics that stay honest under class imbalance (ROC-AUC, PR-AUC, balanced accuracy)."""
+    from sklearn import metrics
+
     y_pred = predicted_labels(proba, binary)
     labels = list(range(len(class_names)))
     precision, recall, _, support = metrics.precision_recall_fscore_support(
@@ -46,10 +50,14 @@ def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, class_names: Seque
 
 
 def roc_records(y_true: np.ndarray, positive_proba: np.ndarray) -> list[dict[str, float]]:
+    from sklearn import metrics
+
     fpr, tpr, _ = metrics.roc_curve(y_true, positive_proba)
     return [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr, strict=True)]
 
 
 def precision_recall_records(y_true: np.ndarray, positive_proba: np.ndarray) -> list[dict[str, float]]:
+    from sklearn import metrics
+
     precision, recall, _ = metrics.precision_recall_curve(y_true, positive_proba)
     return [{"recall": float(r), "precision": float(p)} for r, p in zip(recall, precision, strict=True)]

@@ -6,11 +6,12 @@ Its counters go into every resumable checkpoint (:meth:`EpochEnd.state`, :meth:`
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
-from dvclive import Live
+from typing import TYPE_CHECKING, Any, Callable
 
 from curriculum.frameworks.checkpoints import decode_value, encode_value
+
+if TYPE_CHECKING:
+    from dvclive import Live  # only train logs, and imports it itself
 
 
 class EpochEnd:

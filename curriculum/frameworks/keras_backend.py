@@ -6,26 +6,27 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import keras
 import numpy as np
-import onnx
-import tensorflow as tf
-from dvclive import Live
-from dvclive.keras import DVCLiveCallback
+
+from curriculum.frameworks.quiet import import_tensorflow
+
+tf = import_tensorflow()
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import keras  # noqa: E402  (after TensorFlow's quiet import)
 
 from curriculum.frameworks.checkpoints import Checkpoint, Checkpoints, canonical_zip, decode_value, encode_value
 from curriculum.io import atomic_path, load_npz
 from curriculum.layout import ProcessedData
 from curriculum.onnx_canonical import canonical_names
 from curriculum.tasks.base import Predictions, Task
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 MODEL_FILE = "model.keras"
 
@@ -163,6 +164,8 @@ def fit(
         best_path = work / BEST_FILE
         best_path.unlink(missing_ok=True)
         resumable.append(_ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True, restored=restored()))
+        from dvclive.keras import DVCLiveCallback
+
         callbacks = [resumable[0], DVCLiveCallback(live=live), _PrintEvery(train.log_every)]
         if train.early_stopping:
             resumable.append(_EarlyStopping(monitor="val_loss", patience=train.early_stopping.patience,
@@ -285,6 +288,10 @@ def export(
         model.save(tmp)
         tmp.write_bytes(canonical_keras(tmp.read_bytes()))
     model.predict(sample[:1], verbose=0)  # ONNX export needs a built, called model
-    model.export(onnx_path, format="onnx", verbose=False)
+    with warnings.catch_warnings():  # tf2onnx probes the long-gone np.object: not the user's concern
+        warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+        model.export(onnx_path, format="onnx", verbose=False)
+    import onnx
+
     onnx.save(canonical_names(onnx.load(onnx_path)), onnx_path)  # tf2onnx's names vary run to run
     return {"native": native, "onnx": onnx_path}

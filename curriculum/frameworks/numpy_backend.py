@@ -14,10 +14,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
-from dvclive import Live
 
 from curriculum.frameworks.checkpoints import Checkpoints, decode_value, encode_value
 from curriculum.frameworks.epochs import EpochEnd
@@ -25,6 +24,9 @@ from curriculum.io import load_npz, save_npz
 from curriculum.layout import ProcessedData
 from curriculum.models import numpy_mlp
 from curriculum.tasks.base import Predictions, Task
+
+if TYPE_CHECKING:
+    from dvclive import Live  # only train logs, and imports it itself
 
 MODEL_FILE = "model.npz"
 ONNX_OPSET = 17

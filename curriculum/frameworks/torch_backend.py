@@ -6,13 +6,14 @@ come from the project's task, the architecture (and its input layout) from the m
 from __future__ import annotations
 
 import copy
+import logging
 import random
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
-from dvclive import Live
 from torch import nn
 from tqdm import tqdm
 
@@ -20,6 +21,9 @@ from curriculum.frameworks.checkpoints import Checkpoints
 from curriculum.frameworks.epochs import EpochEnd
 from curriculum.layout import ProcessedData
 from curriculum.tasks.base import Predictions, Task
+
+if TYPE_CHECKING:
+    from dvclive import Live  # only train logs, and imports it itself
 
 MODEL_FILE = "model.pt"
 
@@ -224,11 +228,15 @@ def export(
     native, onnx_path = export_dir / "model.pt2", export_dir / "model.onnx"
     example = (as_tensor(sample[:2]),)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch")}}
-    program = torch.export.export(exported, example, dynamic_shapes=dynamic_shapes)
+    with warnings.catch_warnings():  # nn.GRU/LSTM re-assign their flat weights while traced: harmless
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
+        program = torch.export.export(exported, example, dynamic_shapes=dynamic_shapes)
     for node in program.graph.nodes:  # source stack traces name this checkout's absolute paths:
         node.meta.pop("stack_trace", None)  # without them a clone elsewhere exports the same bytes
     torch.export.save(program, native)
-    # The ONNX exporter takes the traced program as it is: tracing once halves the stage.
+    # The ONNX exporter takes the traced program as it is: tracing once halves the stage. Its
+    # optimizer's notes on what it leaves unfolded (Split in recurrent cells) are not the user's concern.
+    logging.getLogger("onnxscript.optimizer._constant_folding").setLevel(logging.ERROR)
     torch.onnx.export(program, example, onnx_path, dynamo=True,
                       input_names=["x"], output_names=list(model.output_names), verbose=False)
     return {"native": native, "onnx": onnx_path}

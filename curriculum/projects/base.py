@@ -4,13 +4,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, Mapping, TypeVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, TypeVar
 
 from curriculum.config import ConfigError, ProjectConfig, parse_section, read_params
 from curriculum.layout import Arrays, ProcessedData
 from curriculum.tasks.base import Predictions, Task
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ConfigT = TypeVar("ConfigT", bound=ProjectConfig)
 

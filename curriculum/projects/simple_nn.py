@@ -25,9 +25,9 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from curriculum.config import DownloadConfig, Fraction, PositiveFloat, PositiveInt, ProjectConfig, Section, TrainConfig
@@ -36,6 +36,9 @@ from curriculum.layout import Arrays, ProcessedData
 from curriculum.projects.base import DataSource, Project
 from curriculum.splits import stratified_split
 from curriculum.tasks.classification import Classification, ClassificationBaselines, limit_raw_per_class
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported by the functions that read or check tables (download, validate)
 
 # --------------------------------------------------------------------------- the sources' schemas
 
@@ -163,6 +166,8 @@ def fetch_breast_cancer(work_dir: Path, partial_dir: Path) -> Arrays:
 
 def fetch_caravan(work_dir: Path, partial_dir: Path) -> Arrays:
     """``Caravan.csv`` read out of the pinned ISLP wheel (fetched, verified, never installed)."""
+    import pandas as pd
+
     wheel = fetch_pypi_file(dest_dir=work_dir, **ISLP_WHEEL)
     frame = pd.read_csv(io.BytesIO(read_archive_member(wheel, CARAVAN_MEMBER)))
     target = frame.pop("Purchase").astype(str)
@@ -183,6 +188,8 @@ def fetch_caravan(work_dir: Path, partial_dir: Path) -> Arrays:
 def raw_table(raw: Arrays, target: str) -> pd.DataFrame:
     """The raw arrays as one table: a column per feature (named as the source names it) and the
     target; the index is the row's position in the raw data, so failures name rows by it."""
+    import pandas as pd
+
     table = pd.DataFrame(raw["x"], columns=[str(name) for name in raw["feature_names"]])
     table[target] = raw["y"]
     return table

@@ -15,11 +15,14 @@ import gzip
 import hashlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from curriculum.download import DownloadError, RemoteFile, download, fetch_pypi_file, read_archive_member
+
+if TYPE_CHECKING:
+    import pandas as pd  # the fetchers import it: only the download stage reads tables
 
 # --------------------------------------------------------------------------- Seattle (default)
 
@@ -94,6 +97,8 @@ def raw_series(date, values, columns) -> dict[str, np.ndarray]:
 
 def fetch_seattle(work_dir: Path, partial_dir: Path) -> dict[str, np.ndarray]:
     """Daily Seattle weather 2012-2015 read out of the pinned vega_datasets wheel."""
+    import pandas as pd
+
     wheel = fetch_pypi_file(dest_dir=work_dir, **VEGA_WHEEL)
     frame = pd.read_csv(io.BytesIO(read_archive_member(wheel, SEATTLE_MEMBER)))
     date = pd.to_datetime(frame["date"], format="%Y/%m/%d")  # an unexpected format fails here
@@ -106,6 +111,8 @@ def fetch_stocks(work_dir: Path, partial_dir: Path) -> dict[str, np.ndarray]:
     Adjusted, not raw, close: the raw series jump at splits (AAPL 2000-06-21 and 2005-02-28,
     MSFT 2003-02-18). A date missing for one ticker stays NaN, for validation to report.
     """
+    import pandas as pd
+
     wheel = fetch_pypi_file(dest_dir=work_dir, **BOKEH_WHEEL)
     frame = pd.read_csv(io.BytesIO(gzip.decompress(read_archive_member(wheel, STOCKS_MEMBER))))
     frame = frame[frame["Ticker"].isin(TICKERS)]
@@ -134,12 +141,16 @@ def fetch_jena(work_dir: Path, partial_dir: Path) -> dict[str, np.ndarray]:
             f"{JENA_FILENAME}: member {JENA_MEMBER} is {len(data)} bytes with sha256 {digest}; "
             f"expected {JENA_MEMBER_SIZE} bytes with sha256 {JENA_MEMBER_SHA256}"
         )
+    import pandas as pd
+
     return jena_daily(pd.read_csv(io.BytesIO(data)))
 
 
 def jena_daily(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Aggregate the 10-minute Jena table to the daily series of JENA_DAILY; a day with fewer than
     JENA_MIN_READINGS valid readings of a column is NaN in that column."""
+    import pandas as pd
+
     stamp = pd.to_datetime(frame["Date Time"], format="%d.%m.%Y %H:%M:%S")
     raw = frame[sorted({column for column, _ in JENA_DAILY.values()})]
     raw = raw.mask(raw == JENA_MISSING)
