@@ -7,6 +7,8 @@ checkpoint of other params, seed, data or code is refused, naming what differs. 
 (``model.*`` + ``meta.json``) and the DVCLive directory (``metrics.json``, ``plots/``) are
 written only when training has finished, each swapped in whole, so a killed run never leaves
 partial results where DVC shows them; the finished run then deletes its checkpoint.
+The training time goes to ``timing.json`` beside the curves: it differs from machine to machine,
+so it is neither a DVC output nor in git, and only the results table shows it.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from curriculum.frameworks import get_backend
 from curriculum.frameworks.checkpoints import (
     CheckpointMismatch, Checkpoints, fingerprint, publish_dir, publish_live, staging_dir,
 )
+from curriculum.io import write_json
 from curriculum.layout import ProcessedData, write_model_meta
+from curriculum.results import TIMING_FILE, TRAIN_SUMMARY_FILE, timing_record
 from curriculum.trained import model_meta
 from stages.cli import load_project, stage_parser
 
@@ -62,6 +66,8 @@ def main() -> None:
     write_model_meta(staged_model, meta)
     publish_dir(staged_model, args.model_dir)
     publish_live(checkpoints.live_dir, args.live_dir)
+    write_json(args.live_dir / TIMING_FILE, timing_record(
+        seconds, resumed.epoch if resumed is not None else None, args.live_dir / TRAIN_SUMMARY_FILE))
     checkpoints.discard()
     print(f"{args.project}/{args.variant}: trained in {seconds:.1f} s -> {args.model_dir}")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from curriculum.results import TIMING_FILE
 from pipeline.params_check import params_problems
 from tests.smoke import commit, dvc, stages_run
 
@@ -18,7 +19,7 @@ def tracked_results(root: Path) -> dict[str, bytes]:
     """Every git-tracked result (metrics, curves, plots) and the lock, by path."""
     paths = [root / "dvc.lock", *sorted((root / "reports" / SNN).rglob("*"))]
     return {str(path.relative_to(root)): path.read_bytes() for path in paths
-            if path.is_file() and "data_docs" not in path.parts}
+            if path.is_file() and "data_docs" not in path.parts and path.name != TIMING_FILE}
 
 
 def set_param(root: Path, dotted: str, value) -> None:

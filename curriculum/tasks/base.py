@@ -39,6 +39,10 @@ class Task(ABC):
     headline: str
     higher_is_better: bool
 
+    def table_metrics(self) -> tuple[str, ...]:
+        """The test metrics a results table shows for every model and baseline, headline first."""
+        return (self.headline,)
+
     # ------------------------------------------------------------------ data
 
     def inputs(self, split: Arrays) -> np.ndarray:

@@ -53,6 +53,10 @@ class Classification(Task):
     headline = "accuracy"
     higher_is_better = True
 
+    def table_metrics(self) -> tuple[str, ...]:
+        ranking = ("balanced_accuracy", "roc_auc") if self.binary else ("macro_f1",)
+        return (self.headline, *ranking, "loss")
+
     # ------------------------------------------------------------------ data
 
     def model_spec(self, data: ProcessedData) -> dict[str, Any]:

@@ -25,6 +25,9 @@ class Forecast(Task):
     headline = "mae"
     higher_is_better = False
 
+    def table_metrics(self) -> tuple[str, ...]:
+        return (self.headline, "rmse", "mase", "skill")
+
     def model_spec(self, data: ProcessedData) -> dict[str, Any]:
         train = data.split("train")
         _, lookback, n_features = train["x"].shape
