@@ -63,7 +63,8 @@ def test_param_change_reruns_only_dependent_stages_and_diffs_show_it(repo_copy):
 
     ran = stages_run(dvc(repo_copy, "repro").stdout)
     assert sorted(ran) == sorted(
-        f"{kind}@{IC}-{framework}" for kind in ("train", "evaluate", "export") for framework in ("keras", "torch")
+        [f"{kind}@{IC}-{framework}" for kind in ("train", "evaluate", "export") for framework in ("keras", "torch")]
+        + [f"report@{IC}"]
     )
     commit(repo_copy, "learning rate 0.002")
 

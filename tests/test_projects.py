@@ -3,11 +3,13 @@ slice (the session's smoke repository), and each writes what its task declares."
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
 
 from curriculum.projects import get_project, project_names
+from pipeline.summary import project_tables, summary_text
 
 
 @pytest.mark.parametrize("project", project_names())
@@ -33,3 +35,17 @@ def test_every_variant_of_every_project_is_trained_scored_and_exported(built_rep
             else list(definition))
         for path in files:
             assert (built_repo / path).exists(), f"{project}: declared plot file {path} was not written"
+    report_dir = built_repo / f"docs/reports/{project}"
+    page = (report_dir / "README.md").read_text()
+    for name in [*params[project]["variants"], *baselines]:
+        assert f"| {name} |" in page, f"{project}: the report has no row for {name}"
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
+    assert images and all((report_dir / image).resolve().is_file() for image in images)
+
+
+def test_the_end_of_run_tables_fit_a_terminal_and_show_training_times(built_repo):
+    tables = project_tables(built_repo)
+    assert [table.project for table in tables] == project_names()
+    assert max(map(len, summary_text(tables).splitlines())) <= 120
+    trained = [row for table in tables for row in table.rows if row.kind != "baseline"]
+    assert trained and all(row.train_seconds is not None and row.parity.startswith("ok") for row in trained)
