@@ -15,7 +15,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: setup run test test-slow flow bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed build/plots_page.html
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -23,17 +23,28 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --constraint requirements.lock --editable '.[test]'
 	touch $@
 
+# The plots page's vega scripts (exact versions and hashes in web/package-lock.json), inlined into
+# the page template that .dvc/config names for `dvc plots show/diff`.
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	npm ci --prefix web --ignore-scripts --no-audit --no-fund
+
+build/plots_page.html: $(VENV)/.installed web/node_modules/.package-lock.json web/plots_page.html pipeline/plots_page.py
+	python -m pipeline plots template
+
 # Params are checked before `dvc repro`, which removes a stage's outputs before running it.
 run: setup
 	python -m pipeline check-params
 	dvc repro
-	dvc metrics show
+	python -m pipeline summary
 
 # pytest exits 5 when a selection collects no test: that is not a failure of the suite.
+# The plots-page test opens the page in Debian's headless Chromium: installed here if missing.
 test: setup
+	sh scripts/install_browser.sh
 	python -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-slow: setup
+	sh scripts/install_browser.sh
 	python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 PROJECT ?= image_classification
@@ -44,4 +55,4 @@ bench: setup
 	python bench/train_step.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) web/node_modules build/plots_page.html

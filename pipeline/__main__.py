@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {list,run,serve,sync}``."""
+"""Command line: ``python -m pipeline {list,run,serve,sync,check-params,cache-check,plots,summary}``."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("cache-check", add_help=False,
                         help="re-hash the DVC cache, quarantine and (--repair) restore bad objects; "
                              "`cache-check --help` for its options")
+    summary = commands.add_parser("summary", help="one table per project: every variant and baseline ranked by the "
+                                                  "task's headline metric, with training time and export parity")
+    summary.add_argument("projects", nargs="*", help="projects to show (default: all)")
+    summary.add_argument("--markdown", action="store_true", help="markdown tables instead of fixed-width text")
+    plots = commands.add_parser("plots", help="the `dvc plots` page of dvc.yaml's top-level plots, drawn offline: "
+                                              "`plots` (workspace), `plots diff [REV ...]`, or `plots template` "
+                                              "(only write build/plots_page.html, the page template .dvc/config names)")
+    plots.add_argument("action", nargs="?", choices=("show", "diff", "template"), default="show",
+                       help="show: the workspace (default); diff: the revisions below; template: only write the "
+                            "page template")
+    plots.add_argument("revisions", nargs="*", help="for diff: the git revisions to compare (default: the "
+                                                    "workspace against HEAD)")
+    plots.add_argument("-o", "--out", type=Path, help="folder for index.html (default: DVC's plots.out_dir, "
+                                                      "dvc_plots/)")
     return parser
 
 
@@ -79,6 +93,27 @@ def main() -> None:
         else:
             changed = sync_files(args.repo)
             print("updated " + ", ".join(map(str, changed)) if changed else "already in sync")
+    elif args.command == "summary":
+        from pipeline.summary import project_tables, summary_markdown, summary_text
+
+        tables = project_tables(args.repo, args.projects or None)
+        print(summary_markdown(tables) if args.markdown else summary_text(tables))
+    elif args.command == "plots":
+        from pipeline.plots_page import render_page, write_page_template
+
+        if args.revisions and args.action != "diff":
+            build_parser().error(f"plots {args.action} takes no revisions (did you mean `plots diff`?)")
+        try:
+            if args.action == "template":
+                print(f"wrote {write_page_template(args.repo)}")
+            else:
+                dvc_plots = render_page(args.repo, args.revisions if args.action == "diff" else None,
+                                        args.out.resolve() if args.out else None)
+                print(dvc_plots.stdout + dvc_plots.stderr, end="")
+                if dvc_plots.returncode:
+                    raise SystemExit(f"dvc plots {args.action} failed with exit code {dvc_plots.returncode}")
+        except FileNotFoundError as error:  # the vega scripts are not installed
+            raise SystemExit(str(error)) from None
 
 
 if __name__ == "__main__":
