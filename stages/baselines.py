@@ -6,6 +6,7 @@ naive and statistical forecasters for time series.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from curriculum.io import write_json
@@ -25,7 +26,12 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    scores = {name: project.task.score(data, predictions) for name, predictions in project.baselines(data, config).items()}
+    with warnings.catch_warnings(record=True) as caught:  # one line each in the log, not a page
+        warnings.simplefilter("always")
+        predictions = project.baselines(data, config)
+    for message in dict.fromkeys(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught):
+        print(f"{args.project} baselines: {message.rstrip(':')}")
+    scores = {name: project.task.score(data, prediction) for name, prediction in predictions.items()}
     write_json(args.metrics, scores)
     for name, metrics in scores.items():
         print(f"{args.project}/{name}: {project.task.headline} {metrics[project.task.headline]:.4f}")
