@@ -26,6 +26,7 @@ import yaml
 from curriculum.frameworks.checkpoints import (
     CheckpointMismatch, Checkpoints, canonical_zip, differences, fingerprint,
 )
+from curriculum.results import TIMING_FILE
 from tests.smoke import BIN_DIR, REPO_ROOT, smoke_params
 
 # The train params of the tests, on top of the smoke slices: learning rates high enough that the
@@ -95,11 +96,12 @@ def kill_at(root: Path, project: str, variant: str, run: str, epoch: int) -> int
 
 
 def results(root: Path, run: str, variant: str) -> dict[str, bytes]:
-    """Every file the stage publishes (model directory and DVCLive directory), by relative path."""
+    """Every file the stage publishes (model directory and DVCLive directory), by relative path;
+    not the training time beside the curves (wall-clock: never the same twice)."""
     found = {}
     for base in (root / run / "models" / variant, root / run / "reports" / variant / "train"):
         for path in sorted(base.rglob("*")):
-            if path.is_file():
+            if path.is_file() and path.name != TIMING_FILE:
                 found[str(path.relative_to(root / run))] = path.read_bytes()
     return found
 
@@ -132,6 +134,8 @@ def test_a_killed_run_resumes_and_ends_exactly_like_an_uninterrupted_one(workdir
     assert got.keys() == expected.keys()
     assert [name for name in got if got[name] != expected[name]] == []  # byte for byte: model, meta, metrics, curves
     assert not (workdir / killed / "checkpoints" / variant).exists()
+    timing = json.loads((workdir / killed / "reports" / variant / "train" / TIMING_FILE).read_text())
+    assert timing["resumed_from_epoch"] == killed_at  # the time shown is the resumed run's own
 
 
 def test_keras_models_are_canonical_archives(workdir):
