@@ -137,6 +137,13 @@ def _cells(table: ResultsTable, with_timing: bool) -> tuple[list[str], list[list
     return header, body
 
 
+def result_records(table: ResultsTable) -> list[dict[str, Any]]:
+    """The rows as records (a Prefect table artifact, JSON): numbers stay numbers."""
+    return [{"rank": rank, "model": row.name, "kind": row.kind, **row.metrics, "epochs": row.epochs,
+             "train_seconds": row.train_seconds, "export_parity": row.parity}
+            for rank, row in enumerate(table.rows, start=1)]
+
+
 def caption(table: ResultsTable) -> str:
     direction = "higher" if table.higher_is_better else "lower"
     return f"{table.project}: test split, ranked by {table.columns[0]} ({direction} is better)"

@@ -44,14 +44,18 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from dvc_data.hashfile.hash import fobj_md5
 from dvc_data.hashfile.istextfile import istextblock
 
 from pipeline.dvc_bridge import venv_dvc
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
 
 DEFAULT_REPO = Path(__file__).resolve().parent.parent
 QUARANTINE_DIR = "quarantine"
@@ -708,17 +712,20 @@ def _hint(problem: Problem, info: _RepoInfo) -> str:
 
 def verify_cache(repo_root: Path | str = DEFAULT_REPO, repair: bool = False, *, dry_run: bool = False,
                  strict: bool = False, jobs: int | None = None, log: Log = _stderr,
-                 progress_every: int = 1000) -> CacheReport:
+                 progress_every: int = 1000, repo: Repo | None = None) -> CacheReport:
     """Re-hash the repo's DVC cache, quarantine bad objects and, with ``repair``, restore them.
 
     ``dry_run`` only reports (nothing is moved or repaired). ``strict`` also fails on objects
     that are referenced but missing (normal after a partial ``dvc pull``; not corruption).
+    ``repo``, an open ``Repo`` of ``repo_root``, is used instead of opening another: a caller
+    holding its lock then checks the cache and reads DVC's status under one lock and one parse of
+    ``dvc.yaml``/``dvc.lock`` (with ``dry_run`` only: a repair runs ``dvc``, which needs the lock).
     """
     from dvc.repo import Repo, lock_repo
 
     jobs = jobs or min(4, os.cpu_count() or 1)
     repair = repair and not dry_run
-    with Repo(str(repo_root)) as repo:
+    with nullcontext(repo) if repo is not None else Repo(str(repo_root)) as repo:
         info = _repo_info(repo)
         report = CacheReport(repo=str(info.root), cache_dir=str(info.files_dir), repair=repair, dry_run=dry_run,
                              strict=strict, quarantine_dir=str(info.cache_root / QUARANTINE_DIR),

@@ -6,18 +6,21 @@ index of ``dvc.yaml``. A project's stages are the foreach entries named after it
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import networkx as nx
-from dvc.repo import Repo
+from dvc.repo import Repo, lock_repo
+
+if TYPE_CHECKING:
+    from dvc.stage import Stage
 
 SKIPPED_MARKER = "didn't change, skipping"
 
@@ -77,25 +80,57 @@ def project_names(repo_root: Path) -> list[str]:
         return sorted({p for stage in repo.index.stages if (p := project_of(stage.name))})
 
 
+@contextmanager
+def locked_repo(repo_root: Path) -> Iterator[Repo]:
+    """DVC's repository with its lock held, waited for as the stages' ``dvc --wait-for-lock`` do.
+
+    Everything read through it sees one state, parsed once: DVC drops its index of ``dvc.yaml``
+    and ``dvc.lock`` each time it takes the lock.
+    """
+    with Repo(str(repo_root), _wait_for_lock=True) as repo, lock_repo(repo):
+        yield repo
+
+
+def _project_graph(repo: Repo, project: str) -> list[tuple[Stage, StageNode]]:
+    """The project's DVC stages with their nodes, in an order DVC would run them."""
+    graph = repo.index.graph  # edges point from a stage to the stages it depends on
+    stages = [stage for stage in graph.nodes if project_of(stage.name) == project]
+    if not stages:
+        known = sorted({p for s in graph.nodes if (p := project_of(s.name))})
+        raise KeyError(f"dvc.yaml has no stages for project {project!r}; it has {', '.join(known)}")
+    subgraph = graph.subgraph(stages)
+    # Dependencies first; ties broken by name, so each variant's stages come out together.
+    order = nx.lexicographical_topological_sort(subgraph.reverse(copy=False), key=lambda s: s.name)
+    return [
+        (stage, StageNode(name=stage.name, kind=stage.name.split("@")[0],
+                          upstream=tuple(sorted(dep.name for dep in subgraph.successors(stage)))))
+        for stage in order
+    ]
+
+
 def project_stages(repo_root: Path, project: str) -> list[StageNode]:
     """The project's stages in an order DVC would run them, each with its upstream stages."""
     with Repo(str(repo_root)) as repo:
-        graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        nodes = [stage for stage in graph.nodes if project_of(stage.name) == project]
-        if not nodes:
-            known = sorted({p for s in graph.nodes if (p := project_of(s.name))})
-            raise KeyError(f"dvc.yaml has no stages for project {project!r}; it has {', '.join(known)}")
-        subgraph = graph.subgraph(nodes)
-        # Dependencies first; ties broken by name, so each variant's stages come out together.
-        order = nx.lexicographical_topological_sort(subgraph.reverse(copy=False), key=lambda s: s.name)
-        return [
-            StageNode(
-                name=stage.name,
-                kind=stage.name.split("@")[0],
-                upstream=tuple(sorted(dep.name for dep in subgraph.successors(stage))),
-            )
-            for stage in order
-        ]
+        return [node for _, node in _project_graph(repo, project)]
+
+
+@dataclass(frozen=True)
+class ProjectStatus:
+    stages: tuple[StageNode, ...]  # as project_stages
+    changed: frozenset[str]        # the stages `dvc repro --single-item` would not skip now
+
+
+def project_status(repo: Repo, project: str) -> ProjectStatus:
+    """The project's stages and which of them DVC would rerun, asked once in this process.
+
+    ``Stage.changed()`` (its command, deps, params or outputs) is the very check ``dvc repro
+    --single-item`` makes before it logs "didn't change, skipping", so an up-to-date stage need
+    not start a ``dvc`` process to hear it. ``repo`` holds its lock (:func:`locked_repo`), as
+    ``dvc status`` and ``dvc repro`` do while they ask.
+    """
+    graph = _project_graph(repo, project)
+    return ProjectStatus(stages=tuple(node for _, node in graph),
+                         changed=frozenset(node.name for stage, node in graph if stage.changed()))
 
 
 def venv_dvc(*args: str) -> tuple[list[str], dict[str, str]]:
@@ -130,12 +165,3 @@ def repro_stage(repo_root: Path, stage_name: str, log: Callable[[str], Any] = pr
     if process.wait() != 0:
         raise StageFailed(stage_name, process.returncode, command_exit_code(tail, stage_name), tuple(tail))
     return not skipped
-
-
-def project_metrics(repo_root: Path, project: str) -> dict[str, dict[str, Any]]:
-    """The metrics files the project's stages declare in dvc.yaml, read from the workspace."""
-    with Repo(str(repo_root)) as repo:
-        paths = sorted(
-            out.def_path for stage in repo.index.stages if project_of(stage.name) == project for out in stage.metrics
-        )
-    return {path: json.loads((repo_root / path).read_text()) for path in paths if (repo_root / path).exists()}

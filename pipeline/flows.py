@@ -1,10 +1,15 @@
 """The Prefect flow that runs any project's DVC pipeline, one task per DVC stage."""
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -14,6 +19,7 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from curriculum.results import ResultsTable, caption, render_markdown, result_records
 from pipeline import dvc_bridge
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,73 +67,66 @@ def stage_options(kind: str) -> dict[str, Any]:
 
 
 @task(log_prints=True)
-def dvc_stage(repo_root: str, stage_name: str) -> dict[str, Any]:
-    """Run one DVC stage through ``dvc repro --single-item``; DVC's cache decides if it reruns."""
+def dvc_stage(repo_root: str, stage_name: str, changed: bool = True,
+              upstream: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Run one DVC stage through ``dvc repro --single-item``; DVC's cache decides if it reruns.
+
+    ``changed`` is what DVC said of the stage at the start of the run (``check_before_stages``)
+    and ``upstream`` the results of the stages it depends on. A stage found up to date is not
+    asked again while none of them ran: nothing this run wrote can have changed its inputs.
+    """
     logger = get_run_logger()
+    if not changed and not any(result["ran"] for result in upstream):
+        logger.info("%s was up to date (DVC status at the start of the run; no upstream stage ran)", stage_name)
+        return {"stage": stage_name, "ran": False}
     ran = dvc_bridge.repro_stage(Path(repo_root), stage_name, log=logger.info)
     logger.info("%s %s", stage_name, "ran" if ran else "was up to date (DVC cache)")
     return {"stage": stage_name, "ran": ran}
 
 
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+def publish_results(project: str, stage_results: list[dict[str, Any]], repo_root: Path) -> ResultsTable:
+    """The run's results as Prefect artifacts: the project's results table (a row per variant and
+    baseline, as at the end of ``make run``) as a table artifact, and with the stages' status as markdown."""
+    from pipeline.summary import project_tables
 
-
-# Nested detail (per-class scores, per-table validation counts) stays in the files themselves.
-DETAIL_PREFIXES = ("per_class.", "tables.", "statistics.")
-
-
-def metrics_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (metrics file, headline metric)."""
-    rows = []
-    for path, content in metrics.items():
-        for name, value in _flatten(content).items():
-            if isinstance(value, (int, float)) and not name.startswith(DETAIL_PREFIXES):
-                rows.append({"file": path, "metric": name, "value": float(f"{value:.6g}")})
-    return rows
-
-
-def publish_metrics(project: str, stage_results: list[dict[str, Any]], repo_root: Path) -> list[dict[str, Any]]:
-    """Publish the run's metrics as a Prefect table artifact and a markdown summary."""
-    rows = metrics_rows(dvc_bridge.project_metrics(repo_root, project))
+    table, = project_tables(repo_root, [project])
     key = project.replace("_", "-")
-    create_table_artifact(key=f"{key}-metrics", table=rows, description=f"{project}: metrics after this run")
+    create_table_artifact(key=f"{key}-results", table=result_records(table), description=caption(table))
     stage_lines = "\n".join(f"| {r['stage']} | {'ran' if r['ran'] else 'up to date'} |" for r in stage_results)
-    metric_lines = "\n".join(f"| {r['file']} | {r['metric']} | {r['value']} |" for r in rows)
     create_markdown_artifact(
         key=f"{key}-summary",
-        markdown=(
-            f"# {project}\n\n| stage | status |\n|---|---|\n{stage_lines}\n\n"
-            f"| file | metric | value |\n|---|---|---|\n{metric_lines}\n"
-        ),
-        description=f"{project}: stages run and metrics",
+        markdown=(f"# {project}\n\n**{caption(table)}**\n\n{render_markdown(table)}\n\n"
+                  f"| stage | status |\n|---|---|\n{stage_lines}\n"),
+        description=f"{project}: results and stages run",
     )
-    return rows
+    return table
 
 
 @task
-def check_before_stages(repo_root: str, project: str) -> dict[str, Any]:
+def check_before_stages(repo_root: str, project: str) -> dvc_bridge.ProjectStatus:
     """What a run checks before any stage touches an output: the project's params (a bad key
-    stops the run while the previous results are intact) and the DVC cache (bad objects are
-    quarantined and repaired, so a stage never builds on rotten bytes)."""
+    stops the run while the previous results are intact), the DVC cache (bad objects are
+    quarantined and repaired, so a stage never builds on rotten bytes) and which stages DVC
+    would rerun (up-to-date ones then need no ``dvc`` process of their own)."""
     from pipeline.cache_check import verify_cache
     from pipeline.params_check import check_params
 
     root = Path(repo_root)
     check_params(root / "params.yaml", [project])
     logger = get_run_logger()
-    report = verify_cache(root, repair=True, log=logger.info)
+    with dvc_bridge.locked_repo(root) as repo:  # one lock and one read of dvc.yaml/dvc.lock for both
+        report = verify_cache(root, dry_run=True, log=logger.info, repo=repo)
+        status = dvc_bridge.project_status(repo, project)
+    if report.problems:  # quarantine and repair (its `dvc` commands need the lock), then ask DVC again
+        report = verify_cache(root, repair=True, log=logger.info)
+        with dvc_bridge.locked_repo(root) as repo:
+            status = dvc_bridge.project_status(repo, project)
     logger.info("%s", report.summary())
     if not report.clean:
         raise RuntimeError(f"the DVC cache has bad objects that could not be repaired:\n{report.summary()}")
-    return {"cache_bad_objects": len(report.problems), "cache_repaired": report.to_dict()["repaired"]}
+    logger.info("DVC would rerun %d of %d stages: %s", len(status.changed), len(status.stages),
+                ", ".join(node.name for node in status.stages if node.name in status.changed) or "none")
+    return status
 
 
 @flow(name="dvc-project", log_prints=True, task_runner=task_runner(DEFAULT_WORKERS))
@@ -135,16 +134,16 @@ def project_flow(project: str, repo_root: str = str(REPO_ROOT)) -> list[dict[str
     """Run a project's DVC pipeline: every stage a task, submitted in DVC's order and
     waiting on its upstream stages, so independent stages may run side by side (with more
     than DEFAULT_WORKERS workers). A failed stage fails the flow with its own last lines."""
-    root = Path(repo_root)
-    check_before_stages(repo_root, project)
+    status = check_before_stages(repo_root, project)
     futures: dict[str, PrefectFuture] = {}
-    for node in dvc_bridge.project_stages(root, project):
+    for node in status.stages:
         stage_task = dvc_stage.with_options(name=node.name, **stage_options(node.kind))
         futures[node.name] = stage_task.submit(
-            repo_root, node.name, wait_for=[futures[name] for name in node.upstream]
+            repo_root, node.name, changed=node.name in status.changed,
+            upstream=[futures[name] for name in node.upstream],
         )
     stage_results = [future.result() for future in futures.values()]
-    publish_metrics(project, stage_results, root)
+    publish_results(project, stage_results, Path(repo_root))
     return stage_results
 
 
@@ -154,6 +153,56 @@ def project_flow(project: str, repo_root: str = str(REPO_ROOT)) -> list[dict[str
 EPHEMERAL_STARTUP_TIMEOUT_S = 120
 
 
+def api_server_command(port: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment Prefect's ``SubprocessASGIServer._run_uvicorn_command`` starts
+    its ephemeral server with (tests hold the two equal)."""
+    import prefect
+    from prefect.settings import get_current_settings
+
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+               "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "error", "--lifespan", "on"]
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+           **get_current_settings().to_environment_variables(exclude_unset=True)}
+    return command, env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_api(api_url: str, process: subprocess.Popen, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    with httpx.Client() as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the ephemeral Prefect API server exited with code {process.returncode}")
+            try:
+                if client.get(f"{api_url}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise RuntimeError(f"Timed out while attempting to connect to ephemeral Prefect API server ({timeout} s)")
+
+
+def _stop_api_server(process: subprocess.Popen, api_url: str) -> None:
+    """As Prefect stops its ephemeral server at exit."""
+    from prefect.logging import get_logger
+
+    get_logger().info("Stopping temporary server on %s", api_url.removesuffix("/api"))
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def start_ephemeral_api() -> None:
     """Start this process's ephemeral Prefect API server now, unless a server is configured.
 
@@ -161,10 +210,14 @@ def start_ephemeral_api() -> None:
     server over the one SQLite database in PREFECT_HOME, migrating it on a first start. Two
     processes starting together raced on those migrations and, under load, both overran
     Prefect's 20 s start-up limit. Here start-ups take turns (a file lock in PREFECT_HOME; the
-    servers then run side by side) and each may take EPHEMERAL_STARTUP_TIMEOUT_S. The flow's
-    client later finds this process's server already running.
+    servers then run side by side) and each may take EPHEMERAL_STARTUP_TIMEOUT_S.
+
+    The server is the one Prefect would start (:func:`api_server_command`), stopped at exit as
+    Prefect stops it; this process then uses it as a configured server (PREFECT_API_URL), so it
+    never imports Prefect's server code (1.5 s), and processes it starts use the same server.
     """
-    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.context import refresh_global_settings_context
+    from prefect.logging import get_logger
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
@@ -174,4 +227,12 @@ def start_ephemeral_api() -> None:
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "ephemeral-server-start.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, or when this process dies
-        SubprocessASGIServer().start(timeout=timeout)
+        port = _free_port()
+        api_url = f"http://127.0.0.1:{port}/api"
+        get_logger().info("Starting temporary server on http://127.0.0.1:%d", port)  # as Prefect words it
+        command, env = api_server_command(port)
+        process = subprocess.Popen(command, env=env)
+        atexit.register(_stop_api_server, process, api_url)
+        _wait_for_api(api_url, process, timeout)
+    os.environ["PREFECT_API_URL"] = api_url
+    refresh_global_settings_context()

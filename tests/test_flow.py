@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
@@ -13,8 +14,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from curriculum.layout import ProcessedData
 from pipeline import dvc_bridge
 from pipeline.deployments import build_deployments
-from pipeline.flows import project_flow
+from pipeline.flows import check_before_stages, project_flow
 from tests.smoke import REPO_ROOT, dvc
+from tests.test_cache_check import cache_object, flip
 
 IC = "image_classification"
 
@@ -23,13 +25,32 @@ def test_flow_tasks_come_from_the_dvc_graph(built_repo):
     nodes = dvc_bridge.project_stages(built_repo, IC)
     names = [node.name for node in nodes]
     assert names[:3] == [f"download@{IC}", f"validate@{IC}", f"preprocess@{IC}"]
-    assert set(names[3:]) == {f"baselines@{IC}"} | {
+    assert set(names[3:]) == {f"baselines@{IC}", f"report@{IC}"} | {
         f"{kind}@{IC}-{fw}" for kind in ("train", "evaluate", "export") for fw in ("keras", "torch")}
+    assert names[-1] == f"report@{IC}"  # after every stage whose results it reads
     position = {name: i for i, name in enumerate(names)}
     for node in nodes:  # every stage comes after everything it depends on
         assert all(position[upstream] < position[node.name] for upstream in node.upstream)
     with pytest.raises(KeyError, match="no stages for project 'nope'"):
         dvc_bridge.project_stages(built_repo, "nope")
+
+
+def test_project_status_is_what_dvc_status_says(repo_copy):
+    with dvc_bridge.locked_repo(repo_copy) as repo:
+        assert dvc_bridge.project_status(repo, IC).changed == frozenset()
+    params_path = repo_copy / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params[IC]["preprocess"]["val_fraction"] += 0.05
+    params[IC]["evaluate"]["misclassified_examples"] = 10
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    with dvc_bridge.locked_repo(repo_copy) as repo:
+        status = dvc_bridge.project_status(repo, IC)
+    # Each stage on its own, as `dvc repro --single-item` asks: downstream of preprocess, only
+    # the evaluate stages (their own params) have changed so far.
+    assert status.changed == {f"preprocess@{IC}", f"evaluate@{IC}-keras", f"evaluate@{IC}-torch"}
+    assert status.changed == set(json.loads(dvc(repo_copy, "status", "--json").stdout))
+    assert list(status.stages) == dvc_bridge.project_stages(repo_copy, IC)
 
 
 def snapshot(directory) -> dict[str, bytes]:
@@ -47,19 +68,38 @@ async def _flow_run_details(flow_run_id):
 def test_flow_runs_each_stage_through_dvc_and_publishes_metrics(prefect_api, repo_copy):
     params_path = repo_copy / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
-    params[IC]["evaluate"]["misclassified_examples"] = 10  # only the evaluate stages must rerun
+    params[IC]["evaluate"]["misclassified_examples"] = 10  # only the evaluate stages (and the report) rerun
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
     state = project_flow(project=IC, repo_root=str(repo_copy), return_state=True)
     assert state.is_completed()
     results = {r["stage"]: r["ran"] for r in state.result()}
-    assert results == {node.name: node.kind == "evaluate" for node in dvc_bridge.project_stages(repo_copy, IC)}
+    assert results == {node.name: node.kind in ("evaluate", "report")
+                       for node in dvc_bridge.project_stages(repo_copy, IC)}
     assert "up to date" in dvc(repo_copy, "status").stdout
 
     tasks, artifacts = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
     assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == sorted([*results, "check_before_stages"])
-    table = next(a for a in artifacts if a.key == "image-classification-metrics")
-    assert "accuracy" in str(table.data)
+    table = next(a for a in artifacts if a.key == "image-classification-results")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert {row["model"] for row in rows} == {"keras", "torch", "most_frequent", "logistic_regression"}
+    assert all(isinstance(row["accuracy"], float) for row in rows)
+    summary = next(a for a in artifacts if a.key == "image-classification-summary")
+    assert "| 1 |" in summary.data and f"evaluate@{IC}-torch | ran" in summary.data
+
+
+def test_check_repairs_a_rotten_cache_object_before_reading_dvc_status(prefect_api, repo_copy):
+    lock = yaml.safe_load((repo_copy / "dvc.lock").read_text())
+    oid = lock["stages"][f"preprocess@{IC}"]["outs"][0]["md5"]  # data/<IC>/processed's listing
+    listing = cache_object(repo_copy, oid)
+    good = listing.read_bytes()
+    flip(listing)
+
+    status = check_before_stages(str(repo_copy), IC)
+
+    assert listing.read_bytes() == good  # rebuilt from the workspace's files
+    assert (repo_copy / ".dvc/cache/quarantine" / oid).exists()
+    assert status.changed == frozenset()
 
 
 def test_failing_stage_fails_the_flow_and_skips_downstream(prefect_api, repo_copy):

@@ -225,6 +225,19 @@ def test_two_cli_runs_started_together_both_succeed(tmp_path):
     assert (tmp_path / "slow-start").exists()  # one server start was slowed down
 
 
+def test_the_cli_starts_the_server_prefect_would(monkeypatch):
+    """start_ephemeral_api launches Prefect's ephemeral server itself (before importing Prefect's
+    server code): the very command and environment of ``SubprocessASGIServer``."""
+    from types import SimpleNamespace
+
+    from prefect.server.api import server
+
+    launched = {}
+    monkeypatch.setattr(server.subprocess, "Popen", lambda args, env: launched.update(args=args, env=env))
+    server.SubprocessASGIServer._run_uvicorn_command(SimpleNamespace(port=4321))
+    assert flows.api_server_command(4321) == (launched["args"], launched["env"])
+
+
 # --- 4. one default for task concurrency ---------------------------------------------------
 
 
