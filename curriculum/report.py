@@ -66,15 +66,19 @@ def line_figure(title: str, x: str, series: list[tuple[tuple[str, ...], list[dic
     dashes = {key: LINE_STYLES[i % len(LINE_STYLES)]
               for i, key in enumerate(dict.fromkeys(label[1] for label, _, _ in series if len(label) > 1))}
     figure, axis = plt.subplots(figsize=(8, 4.2))
+    dates = False
     for label, records, field in series:
-        axis.plot(_axis_values([r[x] for r in records]), [r[field] for r in records], color=colours[label[0]],
+        x_values = _axis_values([r[x] for r in records])
+        dates = dates or x_values.dtype.kind == "M"
+        axis.plot(x_values, [r[field] for r in records], color=colours[label[0]],
                   linestyle=dashes.get(label[1], "-") if len(label) > 1 else "-", linewidth=1.2, label=" ".join(label))
     axis.set_title(title)
     axis.set_xlabel(x)
     axis.set_ylabel(series[0][2] if len({field for _, _, field in series}) == 1 else "value")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, ncols=2 if len(series) > 6 else 1)
-    figure.autofmt_xdate() if _axis_values([series[0][1][0][x]]).dtype.kind == "M" else None
+    if dates:
+        figure.autofmt_xdate()
     figure.tight_layout()
     return figure_png(figure, dpi=90)
 

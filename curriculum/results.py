@@ -29,6 +29,9 @@ class ReportFiles:
     def baselines(self) -> Path:
         return self.root / "baselines.json"
 
+    def validation(self) -> Path:
+        return self.root / "validation.json"
+
     def metrics(self, variant: str) -> Path:
         return self.root / variant / "metrics.json"
 

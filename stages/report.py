@@ -10,7 +10,7 @@ from pathlib import Path
 
 from curriculum.frameworks.checkpoints import publish_dir, staging_dir
 from curriculum.io import read_json
-from curriculum.results import project_results
+from curriculum.results import ReportFiles, project_results
 from stages.cli import load_project, stage_parser
 
 REPORT_FILE = "README.md"
@@ -27,7 +27,7 @@ def main() -> None:
     table = project_results(args.project, project.task, config.variants, args.reports)
     figures = report.figures(project.task.plot_definitions(args.project, list(config.variants)), Path.cwd(),
                              args.out, prefix=f"{args.reports.as_posix()}/")
-    validation = read_json(args.reports / "validation.json")
+    validation = read_json(ReportFiles(args.reports).validation())
     about = (f"Data: {project.source(config.download.source).description} (source `{config.download.source}`). "
              f"Validation: {validation['successful_expectations']} of {validation['evaluated_expectations']} "
              f"great-expectations checks passed.")
