@@ -1,20 +1,20 @@
-"""Seeded image augmentation with the curriculum's ImageDataGenerator settings.
+"""Seeded, per-epoch image augmentation with the curriculum's ImageDataGenerator settings.
 
-Augmented copies are made once, in the preprocess stage, so both frameworks train on the
-very same images and DVC caches them; the parameter names follow Keras'
-``ImageDataGenerator`` (rotation_range in degrees, shifts and zoom as fractions).
+Every training epoch sees fresh random transforms, as with Keras' ``ImageDataGenerator``; the
+parameter names follow it (rotation_range in degrees, shifts and zoom as fractions). The
+transforms are drawn with NumPy from ``(seed, epoch)`` alone, so the torch and Keras back ends
+train on the very same images, and a resumed run regenerates exactly the epochs it missed.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 
 def random_affine(image: np.ndarray, rng: np.random.Generator, settings: Any) -> np.ndarray:
     """Rotate, shift, zoom and maybe flip one HWC image about its centre (edges filled 'nearest')."""
-    from scipy import ndimage  # preprocess only: other stages skip its import
+    from scipy import ndimage  # training with augmentation only: other stages skip its import
 
     height, width = image.shape[:2]
     angle = np.deg2rad(rng.uniform(-settings.rotation_range, settings.rotation_range))
@@ -37,15 +37,8 @@ def random_affine(image: np.ndarray, rng: np.random.Generator, settings: Any) ->
     return out[:, ::-1] if flip else out
 
 
-def augment(x: np.ndarray, y: np.ndarray, settings: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the originals followed by ``settings['copies']`` augmented copies of each image."""
-    copies = int(settings.copies)
-    if copies == 0:
-        return x, y
-    rng = np.random.default_rng(seed)
-    augmented = [
-        random_affine(image, rng, settings)
-        for _ in range(copies)
-        for image in tqdm(x, desc="augment", unit="img", leave=False, disable=None)  # no bar in logs
-    ]
-    return np.concatenate([x, np.stack(augmented)]), np.concatenate([y] + [y] * copies)
+def augment_epoch(x: np.ndarray, settings: Any, seed: int, epoch: int) -> np.ndarray:
+    """One epoch's augmented copy of the (n, height, width, channels) images ``x``, in their order:
+    image ``i`` gets the ``i``-th transform drawn from ``np.random.default_rng([seed, epoch])``."""
+    rng = np.random.default_rng([seed, epoch])
+    return np.stack([random_affine(image, rng, settings) for image in x]) if len(x) else x.copy()

@@ -39,10 +39,16 @@ class Section(BaseModel):
 
 
 class Variant(Section):
-    """One trained model of a project: the framework that trains it and which of the project's models."""
+    """One trained model of a project: the framework that trains it, which of the project's models,
+    and optionally its own ``train`` keys, which replace the project's (a whole key at a time:
+    ``early_stopping: {patience: 3}`` replaces the project's ``early_stopping``). Variants that
+    need different training -- a lower learning rate for fine-tuning, more epochs from scratch --
+    share one ``train`` section and differ only where they say so.
+    """
 
     framework: Literal["keras", "torch", "numpy"]
     model: str
+    train: dict[str, Any] = Field(default_factory=dict)
 
 
 class EarlyStopping(Section):
@@ -89,6 +95,7 @@ class DownloadConfig(Section):
 
 class ExportConfig(Section):
     parity_atol: PositiveFloat
+    parity_examples: PositiveInt | None  # check parity on the first N test examples; null = all
 
 
 class ProjectConfig(Section):
@@ -103,6 +110,15 @@ class ProjectConfig(Section):
     baselines: Section
     evaluate: Section
     export: ExportConfig
+
+    def variant_train(self, variant: str) -> TrainConfig:
+        """The train section one variant trains with: the project's, with the variant's own keys
+        in place of the project's (checked like the section itself, named under the variant)."""
+        overrides = self.variants[variant].train
+        if not overrides:
+            return self.train
+        merged = {**self.train.model_dump(mode="python", by_alias=True), **overrides}
+        return parse_section(type(self.train), merged, f"variants.{variant}.train")
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -138,6 +154,8 @@ def _describe(model: type[BaseModel], problem: dict[str, Any], where: str) -> st
         return f"{key}: unknown key; allowed here: {', '.join(allowed) if allowed else 'none'}"
     if kind == "missing":
         return f"{key}: missing (required, no default)"
+    if kind == "value_error" and not loc:  # a check across keys: its message names them
+        return f"{where}.{problem['msg'].removeprefix('Value error, ')}"
     return f"{key}: {problem['msg'][0].lower()}{problem['msg'][1:]} (got {problem.get('input')!r})"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping
 
 from curriculum.frameworks import get_backend
 from curriculum.layout import read_model_meta
@@ -27,15 +27,16 @@ def model_meta(project: str, variant: str, framework: str, model: str, spec: dic
             "spec": spec, "train": train.identity()}
 
 
-def load_trained(model_dir: Path) -> TrainedModel:
+def load_trained(model_dir: Path, fitted: Mapping[str, Any]) -> TrainedModel:
+    """The trained model in ``model_dir``; ``fitted``: the preprocess's fitted artifacts (a
+    pretrained model's builder starts from one of them before its trained weights are loaded)."""
     meta = read_model_meta(model_dir)
     project = get_project(meta["project"])
     backend = get_backend(meta["framework"])
-    builder = project.model_builder(meta["model"], meta["framework"])
     train = project.config.model_fields["train"].annotation.from_identity(meta["train"])
     backend.set_threads(train.threads)  # score and export with the threads the model trained with
 
     def build() -> Any:
-        return builder(meta["spec"], train)
+        return project.build_model(meta["model"], meta["framework"], meta["spec"], train, fitted)
 
     return TrainedModel(backend.load(model_dir, build, project.task, train=train), backend, project, meta)

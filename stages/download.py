@@ -25,7 +25,7 @@ def main() -> None:
     source = project.source(config.download.source)
     work_dir = args.downloads / args.project
     try:
-        raw = source.fetch(work_dir, work_dir / "partial")
+        raw = source(work_dir, work_dir / "partial", config.download)
     except DownloadError as error:
         kind = "transient, worth retrying" if error.transient else "permanent"
         print(f"{args.project}: download failed ({kind}): {error}", file=sys.stderr, flush=True)

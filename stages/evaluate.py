@@ -30,11 +30,12 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, required=True, help="directory for plot data and images (DVC plots)")
     args = parser.parse_args()
     project, config = load_project(args)
-    trained = load_trained(args.model_dir)
     data = ProcessedData.read(args.data)
+    trained = load_trained(args.model_dir, data.fitted)
     task = project.task
 
-    predictions = data.in_output_units(trained.backend.predict(trained.model, task.inputs(data.split("test"))))
+    test = project.model_data(data, trained.meta["model"]).split("test")
+    predictions = data.in_output_units(trained.backend.predict(trained.model, task.inputs(test)))
     evaluation = task.evaluate(data, predictions, config.evaluate, read_json(args.baselines))
     write_json(args.metrics, evaluation.metrics)
     write_plots(args.plots, evaluation.plots)

@@ -1,6 +1,7 @@
 """Stage 6: export to ONNX and the framework's native format, then check parity.
 
-The ONNX file is run with onnxruntime in a fresh process on the whole test split and must
+The ONNX file is run with onnxruntime in a fresh process on the test split (its first
+``export.parity_examples`` examples; null: all of them) and must
 agree with the trained model by the task's parity rule (identical labels and probabilities
 within ``parity_atol`` for classification; forecasts within ``parity_atol`` in original units
 for regression). Otherwise the stage fails and the export is not accepted.
@@ -8,7 +9,9 @@ for regression). Otherwise the stage fails and the export is not accepted.
 Fitted scalers are folded into the exported models: an ``input_scaler`` (``mean``/``scale``
 fitted in preprocessing) makes them take raw inputs, an ``output_scaler`` makes them answer
 in original units; the check then feeds raw test inputs (``x * scale + mean``) and compares
-with the trained model's outputs mapped back the same way.
+with the trained model's outputs mapped back the same way. A model that takes a frozen stem's
+cached output (:class:`curriculum.projects.base.FrozenStem`) is exported with the stem in front:
+the check feeds the split's raw inputs to the export and their cached stem output to the model.
 """
 from __future__ import annotations
 
@@ -40,19 +43,25 @@ def main() -> None:
     parser.add_argument("--report", type=Path, required=True, help="export/parity report JSON (DVC metric)")
     args = parser.parse_args()
     project, config = load_project(args)
-    trained = load_trained(args.model_dir)
     data = ProcessedData.read(args.data)
+    trained = load_trained(args.model_dir, data.fitted)
     task = project.task
+    model, framework = trained.meta["model"], trained.meta["framework"]
     input_scaler, output_scaler = data.fitted.get("input_scaler"), data.fitted.get("output_scaler")
-    x_test = task.inputs(data.split("test"))
-    raw_input = data.raw_inputs(x_test)
+    examples = slice(config.export.parity_examples)  # the first N test examples (null: all)
+    x_test = task.inputs(project.model_data(data, model).split("test"))[examples]
+    stem = project.stem(model, framework, data, config)
+    # With a stem in front, the exported model takes the split's own raw inputs.
+    raw_input = data.raw_inputs(task.inputs(data.split("test"))[examples] if stem is not None else x_test)
 
-    files = trained.backend.export(trained.model, args.out, raw_input, input_scaler=input_scaler, output_scaler=output_scaler)
+    files = trained.backend.export(trained.model, args.out, raw_input,
+                                   input_scaler=input_scaler, output_scaler=output_scaler, stem=stem)
     reference = data.in_output_units(trained.backend.predict(trained.model, x_test))
     exported = onnx_in_fresh_process(files["onnx"], raw_input, task.output_names)
     report = task.parity(reference, exported, config.export.parity_atol)
     report["files"] = {kind: path.name for kind, path in files.items()}
-    report["raw_input"] = input_scaler is not None  # the input scaler is inside the exported models
+    report["raw_input"] = input_scaler is not None or stem is not None  # scaler / stem inside the exported models
+    report["examples"] = len(raw_input)
     write_json(args.report, report)
     if not report["passed"]:
         sys.exit(f"ONNX parity failed for {args.project}/{args.variant}: {report} (atol {config.export.parity_atol})")

@@ -38,15 +38,17 @@ def main() -> None:
     project, config = load_project(args)
     variant = config.variants[args.variant]
 
+    train = config.variant_train(args.variant)
     backend = get_backend(variant.framework)
     data = ProcessedData.read(args.data)
-    spec = project.task.model_spec(data)
-    backend.set_threads(config.train.threads)
+    model_data = project.model_data(data, variant.model)
+    spec = project.model_spec(model_data)
+    backend.set_threads(train.threads)
     backend.seed_everything(config.seed)
-    model = project.model_builder(variant.model, variant.framework)(spec, config.train)
+    model = project.build_model(variant.model, variant.framework, spec, train, data.fitted)
 
     # Every module of the run is loaded now: the fingerprint covers its code as well.
-    meta = model_meta(args.project, args.variant, variant.framework, variant.model, spec, config.train)
+    meta = model_meta(args.project, args.variant, variant.framework, variant.model, spec, train)
     code = [Path(package.__file__).parent for package in (curriculum, stages)]
     checkpoints = Checkpoints(args.checkpoint_dir, fingerprint(args.project, args.variant, meta, config.seed, args.data, code))
     try:
@@ -54,14 +56,14 @@ def main() -> None:
     except CheckpointMismatch as error:
         sys.exit(f"{args.project}/{args.variant}: {error}")
     if resumed is not None:
-        done = "training had ended there" if resumed.stopped or resumed.epoch >= config.train.epochs else \
+        done = "training had ended there" if resumed.stopped or resumed.epoch >= train.epochs else \
             f"resuming from epoch {resumed.epoch + 1}"
         print(f"{args.project}/{args.variant}: checkpoint of epoch {resumed.epoch} in {args.checkpoint_dir}; {done}",
               flush=True)
     staged_model = staging_dir(args.model_dir)  # the back end writes the final model here, at the end only
     started = time.perf_counter()
     with checkpoints.live() as live:
-        backend.fit(model, data, project.task, config.train, config.seed, staged_model, live, checkpoints)
+        backend.fit(model, model_data, project.task, train, config.seed, staged_model, live, checkpoints)
     seconds = time.perf_counter() - started
     write_model_meta(staged_model, meta)
     publish_dir(staged_model, args.model_dir)

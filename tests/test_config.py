@@ -34,7 +34,7 @@ def test_every_project_section_parses(project):
     (lambda p: p["train"].update(batch_size=0), "image_classification.train.batch_size: input should be greater than 0 (got 0)"),
     (lambda p: p["train"].update(learning_rate="abc"), "image_classification.train.learning_rate: input should be a valid number (got 'abc')"),
     (lambda p: p["train"].update(early_stoping=p["train"].pop("early_stopping")),
-     "image_classification.train.early_stoping: unknown key; allowed here: batch_norm, batch_size, dropout, early_stopping,"),
+     "image_classification.train.early_stoping: unknown key; allowed here: augment, batch_norm, batch_size, dropout, early_stopping,"),
     (lambda p: p["train"].update(early_stoping=p["train"].pop("early_stopping")),
      "image_classification.train.early_stopping: missing (required, no default)"),
     (lambda p: p["train"]["early_stopping"].update(patience=0),
@@ -86,3 +86,30 @@ def test_display_only_keys_are_not_part_of_the_model_identity():
     assert "log_every" not in config.train.identity()
     assert chatty.identity() == config.train.identity()
     assert type(config.train).from_identity(config.train.identity()).identity() == config.train.identity()
+
+
+def test_a_variant_trains_with_its_own_keys_in_place_of_the_projects():
+    config = get_project("transfer_learning").load_config(REPO_ROOT / "params.yaml")
+    fine_tune, scratch = config.variant_train("fine-tune-torch"), config.variant_train("scratch-torch")
+    assert scratch == config.train
+    overrides = PARAMS["transfer_learning"]["variants"]["fine-tune-torch"]["train"]
+    assert fine_tune.learning_rate == overrides["learning_rate"] < config.train.learning_rate
+    assert fine_tune.augment is None and config.train.augment is not None
+    assert fine_tune.threads == config.train.threads  # not overridden: the project's
+    assert type(fine_tune) is type(config.train)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ({"learning_rate": -1.0},
+     "transfer_learning.variants.fine-tune-torch.train.learning_rate: input should be greater than 0 (got -1.0)"),
+    ({"learning_rat": 0.1}, "transfer_learning.variants.fine-tune-torch.train.learning_rat: unknown key; allowed here:"),
+    ({"augment": {"rotation_range": 10, "width_shift_range": 0.1, "height_shift_range": 0.1,
+                  "zoom_range": 0.1, "horizontal_flip": False}},
+     "transfer_learning.variants.fine-tune-torch.train.augment must be null: mobilenet_v2_top trains on the stem's cached outputs"),
+])
+def test_bad_variant_train_keys_are_named_under_the_variant(tmp_path, override, expected):
+    path = write_params(tmp_path, "transfer_learning",
+                        lambda p: p["variants"]["fine-tune-torch"].update(train={**p["variants"]["fine-tune-torch"]["train"], **override}))
+    with pytest.raises(ConfigError) as error:
+        get_project("transfer_learning").load_config(path)
+    assert expected in str(error.value), str(error.value)

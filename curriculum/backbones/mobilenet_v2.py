@@ -221,12 +221,19 @@ def port_weights(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- Keras
 
-def build_keras_mobilenet_v2(input_shape: tuple = (224, 224, 3), include_top: bool = True) -> keras.Model:
+def build_keras_mobilenet_v2(
+    input_shape: tuple = (224, 224, 3), include_top: bool = True, blocks: tuple[int, int] = (0, N_BLOCKS)
+) -> keras.Model:
     """torchvision's MobileNetV2 architecture in Keras (NHWC), untrained.
 
     Equal to torchvision's, not to ``keras.applications``': batch-norm epsilon 1e-5, and every
     3x3 convolution padded one pixel on each side (``ZeroPadding2D(1)`` + ``"valid"``) as torch's
     ``padding=1`` does, for any input size. Layer names are torchvision's module paths.
+
+    ``blocks=(start, end)`` builds only feature blocks ``start..end-1``: ``input_shape`` is then
+    block ``start``'s input (an activation map when ``start > 0``), and the model ends with block
+    ``end - 1``'s activations, unpooled, unless ``end`` is the last block (pooled, plus the top
+    when asked). A network cut in two this way computes what the whole one does.
     """
     import keras
     from keras import layers
@@ -246,10 +253,17 @@ def build_keras_mobilenet_v2(input_shape: tuple = (224, 224, 3), include_top: bo
     def relu6(x, name: str):
         return layers.ReLU(max_value=6.0, name=name)(x)
 
-    inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = conv(inputs, "features.0.0", STEM_CHANNELS, kernel=3, stride=2)
-    x = relu6(bn(x, "features.0.1"), "features.0.2")
+    start, end = blocks
+    if not 0 <= start < end <= N_BLOCKS:
+        raise ValueError(f"blocks must satisfy 0 <= start < end <= {N_BLOCKS}, got {blocks}")
+    inputs = keras.Input(shape=tuple(input_shape), name="image" if start == 0 else f"features.{start}.input")
+    x = inputs
+    if start == 0:
+        x = conv(x, "features.0.0", STEM_CHANNELS, kernel=3, stride=2)
+        x = relu6(bn(x, "features.0.1"), "features.0.2")
     for index, (t, c_in, c_out, stride) in enumerate(_blocks(), start=1):
+        if not start <= index < end:
+            continue
         p = f"features.{index}.conv"
         y = x
         if t == 1:
@@ -260,24 +274,30 @@ def build_keras_mobilenet_v2(input_shape: tuple = (224, 224, 3), include_top: bo
             y = relu6(bn(depthwise(y, f"{p}.1.0", stride), f"{p}.1.1"), f"{p}.1.2")
             y = bn(conv(y, f"{p}.2", c_out), f"{p}.3")
         x = layers.Add(name=f"features.{index}.add")([x, y]) if stride == 1 and c_in == c_out else y
+    if end < N_BLOCKS:
+        return keras.Model(inputs, x, name=f"mobilenet_v2_blocks_{start}_{end - 1}")
     last = f"features.{N_BLOCKS - 1}"
     x = relu6(bn(conv(x, f"{last}.0", LAST_CHANNELS), f"{last}.1"), f"{last}.2")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if include_top:
         x = layers.Dropout(DROPOUT, name="classifier.0")(x)
         x = layers.Dense(NUM_CLASSES, name="classifier.1")(x)
-    return keras.Model(inputs, x, name="mobilenet_v2" if include_top else "mobilenet_v2_features")
+    name = "mobilenet_v2" if include_top else "mobilenet_v2_features"
+    return keras.Model(inputs, x, name=name if start == 0 else f"mobilenet_v2_blocks_{start}_{end - 1}")
 
 
 def load_keras_weights(model: keras.Model, weights: Mapping[str, np.ndarray]) -> keras.Model:
     """Assign ported weights to ``model`` by variable path; every variable must get exactly one.
 
-    Extra ``classifier.*`` arrays are allowed (a feature extractor takes the full port); any other
-    missing, extra or misshaped array raises, naming it.
+    Arrays of layers the model does not have -- ``classifier.*`` for a feature extractor, other
+    blocks for a part of the network -- are left out (the full port fits every part); a missing or
+    misshaped array, or an unknown one, raises, naming it.
     """
     variables = {variable.path: variable for variable in model.weights}
     missing = sorted(set(variables) - set(weights))
-    extra = sorted(name for name in set(weights) - set(variables) if not name.startswith("classifier."))
+    layer_names = {layer.name for layer in model.layers}
+    extra = sorted(name for name in set(weights) - set(variables)
+                   if name.rpartition("/")[0] in layer_names or block_of(name) is None and not name.startswith("classifier."))
     if missing or extra:
         raise ValueError(f"ported weights do not fit {model.name}: missing {missing[:5]} "
                          f"({len(missing)} in all), unexpected {extra[:5]} ({len(extra)} in all)")
@@ -290,13 +310,15 @@ def load_keras_weights(model: keras.Model, weights: Mapping[str, np.ndarray]) ->
 
 
 def keras_mobilenet_v2(
-    weights: Mapping[str, Any], input_shape: tuple = (224, 224, 3), include_top: bool = True
+    weights: Mapping[str, Any], input_shape: tuple = (224, 224, 3), include_top: bool = True,
+    blocks: tuple[int, int] = (0, N_BLOCKS),
 ) -> keras.Model:
-    """The Keras MobileNetV2 with torchvision's weights: logits, or 1280-d features without the top.
+    """The Keras MobileNetV2 with torchvision's weights: logits, or 1280-d features without the top
+    (or the activations of ``blocks``, see :func:`build_keras_mobilenet_v2`).
 
     ``weights`` is either :func:`port_weights`' output (e.g. from an ``.npz``: no torch needed) or
     the torch state dict itself, which is ported first.
     """
     if not any("/" in name for name in weights):  # torch parameter names have no "/"
         weights = port_weights(weights)
-    return load_keras_weights(build_keras_mobilenet_v2(input_shape, include_top), weights)
+    return load_keras_weights(build_keras_mobilenet_v2(input_shape, include_top, blocks), weights)

@@ -137,6 +137,60 @@ def _restore(model: keras.Model, checkpoint: Checkpoint) -> None:
         variable.assign(saved[f"{index:04d}"])
 
 
+class _EpochBatches(keras.utils.PyDataset):
+    """The task's own training inputs of each epoch (:meth:`Task.epoch_batches`: fresh
+    augmentation) as Keras batches: epoch ``e``'s inputs in the task's order, cut into batches of
+    ``batch_size`` (the last one smaller), targets and sample weights indexed the same way: the
+    very batches the torch loop trains on. ``fit`` must not shuffle it.
+
+    Which epoch is served is set by :attr:`callback`, from the epoch number Keras' ``fit`` loop
+    passes its callbacks (counted from ``initial_epoch``, so a resumed run gets its own epochs):
+    the loop calls ``on_epoch_begin(epoch)`` before it makes that epoch's data iterator.
+    PyDataset's own ``on_epoch_begin()`` gets no epoch number, and the TF trainer calls these
+    hooks outside epochs too (``on_epoch_end`` once before the first epoch; ``on_epoch_begin``
+    when it builds the model under a distribution strategy), so counting them would drift.
+    Before the first epoch (Keras reads two batches for the tensor spec) it serves ``first_epoch``.
+    """
+
+    def __init__(self, task: Task, split: Any, train: Any, seed: int, targets: np.ndarray,
+                 weights: np.ndarray | None, first_epoch: int, first: tuple[np.ndarray, np.ndarray]):
+        super().__init__()  # one worker, no multiprocessing: batches come in order, from this process
+        self.task, self.split, self.train, self.seed = task, split, train, seed
+        self.targets, self.weights = targets, weights
+        self.batch_size = train.batch_size or len(targets)
+        self.served = (first_epoch, *first)  # swapped whole: a batch never mixes two epochs
+        self.callback = _ServeEpoch(self)
+
+    def __len__(self) -> int:
+        return -(-len(self.targets) // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve epoch ``epoch`` (1-based) from now on."""
+        if epoch == self.served[0]:
+            return
+        fresh = self.task.epoch_batches(self.split, epoch, self.train, self.seed)
+        if fresh is None:
+            raise RuntimeError(f"the task gave epoch {epoch} no inputs of its own, unlike epoch {self.served[0]}")
+        self.served = (epoch, *fresh)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        _, x, order = self.served
+        rows = order[index * self.batch_size:(index + 1) * self.batch_size]
+        batch = (x[rows], self.targets[rows])
+        return batch if self.weights is None else (*batch, self.weights[rows])
+
+
+class _ServeEpoch(keras.callbacks.Callback):
+    """Tells an :class:`_EpochBatches` which epoch begins (Keras counts from 0, the data from 1)."""
+
+    def __init__(self, dataset: _EpochBatches):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.dataset.set_epoch(epoch + 1)
+
+
 def fit(
     model: keras.Model, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live,
     checkpoints: Checkpoints | None = None,
@@ -191,18 +245,33 @@ def fit(
             val_weights = task.sample_weights(task.targets(val_split), train)
             if val_weights is not None:
                 validation_data += (val_weights,)
-            model.fit(
-                x_train,
-                task.keras_targets(y_train),
-                sample_weight=task.sample_weights(y_train, train),
-                validation_data=validation_data,
-                epochs=train.epochs,
-                initial_epoch=initial_epoch,
-                batch_size=train.batch_size or len(x_train),
-                shuffle=True,
-                callbacks=callbacks,
-                verbose=0,
-            )
+            fresh = task.epoch_batches(train_split, initial_epoch + 1, train, seed)
+            if fresh is None:
+                model.fit(
+                    x_train,
+                    task.keras_targets(y_train),
+                    sample_weight=task.sample_weights(y_train, train),
+                    validation_data=validation_data,
+                    epochs=train.epochs,
+                    initial_epoch=initial_epoch,
+                    batch_size=train.batch_size or len(x_train),
+                    shuffle=True,
+                    callbacks=callbacks,
+                    verbose=0,
+                )
+            else:  # the task's own inputs every epoch, in its order: the torch loop's batches
+                batches = _EpochBatches(task, train_split, train, seed, task.keras_targets(y_train),
+                                        task.sample_weights(y_train, train), initial_epoch + 1, fresh)
+                model.fit(
+                    batches,
+                    validation_data=validation_data,
+                    epochs=train.epochs,
+                    initial_epoch=initial_epoch,
+                    validation_batch_size=train.batch_size or len(x_train),  # as in the array path
+                    shuffle=False,
+                    callbacks=[batches.callback, *callbacks],
+                    verbose=0,
+                )
         if not best_path.exists():
             raise RuntimeError("no epoch had a finite validation loss: there is no best model to keep")
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -260,23 +329,26 @@ def predict(loaded: Loaded, x: np.ndarray) -> Predictions:
 
 def export(
     loaded: Loaded, export_dir: Path, sample: np.ndarray,
-    input_scaler: dict | None = None, output_scaler: dict | None = None,
+    input_scaler: dict | None = None, output_scaler: dict | None = None, stem: keras.Model | None = None,
 ) -> dict[str, Path]:
     """Write the native ``.keras`` file and an ONNX graph (via tf2onnx) with a dynamic batch axis.
 
     With scalers, both take raw inputs and give outputs in original units: Rescaling layers
     ``x * (1 / scale) + (-mean / scale)`` in front and ``y * scale + mean`` behind (Keras'
     Normalization layer with fixed statistics holds them as captured tensors, which tf2onnx turns
-    into extra graph inputs).
+    into extra graph inputs). A frozen ``stem`` (its cached output is what the model takes) goes
+    in front of the model, so the exports take the raw inputs the stem takes.
     """
     export_dir.mkdir(parents=True, exist_ok=True)
     model = loaded.model
-    if input_scaler is not None or output_scaler is not None:
+    if input_scaler is not None or output_scaler is not None or stem is not None:
         layers = [keras.Input(shape=sample.shape[1:], dtype=str(sample.dtype))]
         if input_scaler is not None:
             mean = np.asarray(input_scaler["mean"], dtype="float32")
             scale = np.asarray(input_scaler["scale"], dtype="float32")
             layers.append(keras.layers.Rescaling(scale=1.0 / scale, offset=-mean / scale))
+        if stem is not None:
+            layers.append(stem)
         layers.append(model)
         if output_scaler is not None:
             layers.append(keras.layers.Rescaling(

@@ -227,9 +227,13 @@ def export(
     sample: np.ndarray,
     input_scaler: Mapping[str, np.ndarray] | None = None,
     output_scaler: Mapping[str, np.ndarray] | None = None,
+    stem: Any = None,
 ) -> dict[str, Path]:
     """Write ``model.npz`` (float64 weights, plus ``input_mean``/``input_scale`` when given) and
-    ``model.onnx``; with an input scaler both take raw feature rows."""
+    ``model.onnx``; with an input scaler both take raw feature rows. No frozen stem: the
+    from-scratch back end has no pretrained network to put in front."""
+    if stem is not None:
+        raise ValueError("the NumPy back end cannot export a model with a frozen stem in front")
     import onnx
 
     if output_scaler is not None:

@@ -78,6 +78,19 @@ def _evaluate(model: nn.Module, task: Task, loss_fn: Callable, x: torch.Tensor, 
 STATE_FILE = "state.pt"
 
 
+def _epoch_inputs(
+    task: Task, train_split: Any, epoch: int, train: Any, seed: int, x_train: torch.Tensor, shuffle: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch's training inputs and example order: the task's own for this epoch when it has
+    them (fresh augmentation, from ``(seed, epoch)``: the same as Keras'), else ``x_train`` in a
+    permutation drawn from ``shuffle``."""
+    fresh = task.epoch_batches(train_split, epoch, train, seed)
+    if fresh is None:
+        return x_train, torch.randperm(len(x_train), generator=shuffle)
+    inputs, order = fresh
+    return as_tensor(inputs), torch.from_numpy(np.asarray(order, dtype=np.int64))
+
+
 def fit(
     model: nn.Module, data: ProcessedData, task: Task, train: Any, seed: int, model_dir: Path, live: Live,
     checkpoints: Checkpoints | None = None,
@@ -133,12 +146,12 @@ def fit(
     for epoch in range(first_epoch, 1 if stopped else train.epochs + 1):
         model.train()
         total_loss, total_metric, seen = 0.0, 0.0, 0
-        order = torch.randperm(len(x_train), generator=shuffle)
+        inputs, order = _epoch_inputs(task, train_split, epoch, train, seed, x_train, shuffle)
         starts = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{train.epochs}",
                       unit="batch", leave=False, disable=None)  # None: no bars when not on a terminal (logs)
         for start in starts:
             index = order[start:start + batch_size]
-            xb, yb = x_train[index], y_train[index]
+            xb, yb = inputs[index], y_train[index]
             optimizer.zero_grad()
             output = model(xb)
             loss = loss_fn(output, yb) + (_l2_penalty(model, train.l2) if train.l2 else 0.0)
@@ -201,17 +214,19 @@ class FittedScaler(nn.Module):
 
 
 class RawInputOutput(nn.Module):
-    """The model taking raw inputs (the fitted input scaler in front) and answering in original
-    units (the output scaler undone behind it)."""
+    """The model taking raw inputs (the fitted input scaler, then any frozen stem, in front) and
+    answering in original units (the output scaler undone behind it)."""
 
-    def __init__(self, model: PredictionModel, input_scaler: dict | None, output_scaler: dict | None):
+    def __init__(self, model: PredictionModel, input_scaler: dict | None, output_scaler: dict | None,
+                 stem: nn.Module | None = None):
         super().__init__()
         self.model = model
         self.standardise = FittedScaler(input_scaler, standardise=True) if input_scaler else nn.Identity()
+        self.stem = stem.eval() if stem is not None else nn.Identity()
         self.unscale = FittedScaler(output_scaler, standardise=False) if output_scaler else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> Any:
-        outputs = self.model(self.standardise(x))
+        outputs = self.model(self.stem(self.standardise(x)))
         if isinstance(outputs, (tuple, list)):
             return tuple(self.unscale(output) for output in outputs)
         return self.unscale(outputs)
@@ -219,12 +234,14 @@ class RawInputOutput(nn.Module):
 
 def export(
     model: PredictionModel, export_dir: Path, sample: np.ndarray,
-    input_scaler: dict | None = None, output_scaler: dict | None = None,
+    input_scaler: dict | None = None, output_scaler: dict | None = None, stem: nn.Module | None = None,
 ) -> dict[str, Path]:
     """Write a ``torch.export`` program (.pt2) and an ONNX graph, both with a dynamic batch axis,
-    taking raw inputs and giving outputs in original units when scalers are given."""
+    taking raw inputs and giving outputs in original units when scalers are given; a frozen
+    ``stem`` (its cached output is what the model takes) goes in front."""
     export_dir.mkdir(parents=True, exist_ok=True)
-    exported = RawInputOutput(model, input_scaler, output_scaler).eval() if input_scaler or output_scaler else model
+    wrapped = input_scaler or output_scaler or stem is not None
+    exported = RawInputOutput(model, input_scaler, output_scaler, stem).eval() if wrapped else model
     native, onnx_path = export_dir / "model.pt2", export_dir / "model.onnx"
     example = (as_tensor(sample[:2]),)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch")}}

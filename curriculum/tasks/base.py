@@ -52,6 +52,16 @@ class Task(ABC):
     def targets(self, split: Arrays) -> np.ndarray:
         return split["y"]
 
+    def epoch_batches(self, split: Arrays, epoch: int, train: Any, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """For a task whose training inputs change every epoch (augmentation): epoch ``epoch``'s
+        (1-based) inputs, aligned with ``split``'s targets, and the order to train on them in (an
+        int array of example indices, cut into mini-batches of ``train.batch_size`` by the back
+        end; targets and sample weights are indexed with it too). Computed with NumPy from
+        ``(seed, epoch)`` only, so every framework trains on the same batches in the same order
+        and a resumed run regenerates the same epochs. None (the default): the split's own
+        inputs, shuffled by the back end."""
+        return None
+
     @abstractmethod
     def model_spec(self, data: ProcessedData) -> dict[str, Any]:
         """What a model builder needs to know about the data (shapes, number of outputs...)."""

@@ -43,10 +43,13 @@ class ClassificationBaselines(Section):
 class Classification(Task):
     """``binary``: one sigmoid unit and BCE (``train.pos_weight`` weights positives when the
     project's train config has it); else softmax and cross-entropy. ``example_images``: evaluation
-    also draws a grid of misclassified test images (``evaluate.misclassified_examples`` of them)."""
+    also draws a grid of misclassified test images (``evaluate.misclassified_examples`` of them).
+    ``augment_images``: the inputs are images, and training augments them afresh every epoch with
+    the train config's ``augment`` settings (None there: off); see :meth:`epoch_batches`."""
 
     binary: bool
     example_images: bool = False
+    augment_images: bool = False
 
     output_names = ("proba",)
     epoch_metric = "accuracy"
@@ -68,6 +71,19 @@ class Classification(Task):
 
     def labels(self, proba: np.ndarray) -> np.ndarray:
         return metrics.predicted_labels(proba, self.binary)
+
+    def epoch_batches(self, split: Arrays, epoch: int, train: Any, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """With ``augment_images`` and ``train.augment`` set: the epoch's freshly augmented images
+        (:func:`curriculum.augment.augment_epoch`) and a shuffled order, both drawn from
+        ``(seed, epoch)`` (independent streams)."""
+        settings = getattr(train, "augment", None) if self.augment_images else None
+        if settings is None:
+            return None
+        from curriculum.augment import augment_epoch
+
+        x = augment_epoch(self.inputs(split), settings, seed, epoch)
+        order = np.random.default_rng([seed, epoch, 1]).permutation(len(x))
+        return x, order
 
     # ------------------------------------------------------------------ torch
 
