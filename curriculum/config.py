@@ -76,6 +76,10 @@ class TrainConfig(Section):
     reduce_lr: ReduceLR | None
     log_every: PositiveInt
     threads: PositiveInt  # CPU threads the framework may use: pinned, since results depend on it
+    # What picks the best epoch and drives early stopping and reduce-LR: the validation loss, or
+    # the task's epoch metric on validation (accuracy...), for models whose loss keeps rising
+    # with confidence while they still get more answers right.
+    monitor: Literal["loss", "metric"]
 
     DISPLAY_ONLY: typing.ClassVar[frozenset[str]] = frozenset({"log_every"})
 

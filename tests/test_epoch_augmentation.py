@@ -30,7 +30,7 @@ TASK = Classification(binary=False, augment_images=True)
 def train_config(epochs: int, augment: Augment | None = AUGMENT, **changes) -> CNNTrain:
     return CNNTrain.model_validate({
         "epochs": epochs, "batch_size": BATCH, "learning_rate": 0.01, "l2": 0.0, "early_stopping": None,
-        "reduce_lr": None, "log_every": 100, "threads": 1, "dropout": 0.0, "batch_norm": False,
+        "reduce_lr": None, "log_every": 100, "threads": 1, "monitor": "loss", "dropout": 0.0, "batch_norm": False,
         "augment": augment.model_dump() if augment is not None else None, **changes,
     })
 
@@ -99,7 +99,8 @@ def keras_model():
 
 
 def train_recorded(framework: str, data: ProcessedData, train: CNNTrain, directory: Path,
-                   checkpoint_dir: Path | None = None, resume_from: int | None = None) -> list[np.ndarray]:
+                   checkpoint_dir: Path | None = None, resume_from: int | None = None,
+                   task: Classification = TASK) -> list[np.ndarray]:
     """Build a fresh recording model and run the back end's ``fit`` (with checkpoints in
     ``checkpoint_dir``, resuming from epoch ``resume_from``); the training batches it saw."""
     from dvclive import Live
@@ -118,7 +119,7 @@ def train_recorded(framework: str, data: ProcessedData, train: CNNTrain, directo
     directory.mkdir(parents=True)
     if checkpoint_dir is None:
         with Live(dir=str(directory / "live"), save_dvc_exp=False, dvcyaml=None) as live:
-            backend.fit(model, data, TASK, train, SEED, directory / "model", live)
+            backend.fit(model, data, task, train, SEED, directory / "model", live)
     else:
         no_data = checkpoint_dir.parent / "no-data"  # the fingerprint's data: the same for every run
         checkpoints = Checkpoints(checkpoint_dir, fingerprint("tiny", framework, {"test": 1}, SEED, no_data))
@@ -203,18 +204,34 @@ def test_keras_dataset_indexes_targets_and_weights_with_the_same_order():
             np.testing.assert_array_equal(wb, weights[rows])
 
 
-def test_torch_keeps_its_own_shuffle_without_augmentation(tmp_path, monkeypatch):
-    """No task inputs (augmentation off): the split's images in ``torch.randperm`` order, as before."""
+def test_torch_keeps_its_own_shuffle_when_the_task_draws_no_batches(tmp_path, monkeypatch):
+    """A task without ``epoch_batches`` (not images): the split's inputs in ``torch.randperm`` order, as before."""
     import torch
 
     monkeypatch.chdir(tmp_path)
     data = tiny_data()
-    got = train_recorded("torch", data, train_config(2, augment=None), tmp_path / "run")
+    got = train_recorded("torch", data, train_config(2), tmp_path / "run", task=Classification(binary=False))
     shuffle = torch.Generator().manual_seed(SEED)
     x = data.split("train")["x"]
     expected = []
     for _ in range(2):
         order = torch.randperm(N_TRAIN, generator=shuffle).numpy()
+        expected += [x[order[start:start + BATCH]] for start in range(0, N_TRAIN, BATCH)]
+    assert_same_batches(got, expected)
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_without_augmentation_both_frameworks_take_the_images_as_they_are_in_one_order(tmp_path, monkeypatch, framework):
+    """``augment: null`` on an image task: no transform, but still the task's seeded order, so torch
+    and Keras train on the same batches (Keras' own shuffle repeats one order every epoch)."""
+    monkeypatch.chdir(tmp_path)
+    data, train = tiny_data(), train_config(2, augment=None)
+    got = train_recorded(framework, data, train, tmp_path / "run")
+    split = data.split("train")
+    expected = []
+    for epoch in (1, 2):
+        x, order = TASK.epoch_batches(split, epoch, train, SEED)
+        np.testing.assert_array_equal(x, split["x"])
         expected += [x[order[start:start + BATCH]] for start in range(0, N_TRAIN, BATCH)]
     assert_same_batches(got, expected)
 
@@ -236,10 +253,9 @@ def test_epochs_differ_and_each_epoch_is_reproducible():
     np.testing.assert_array_equal(first_x, augment_epoch(split["x"], AUGMENT, SEED, 1))
 
 
-def test_no_augmentation_means_no_epoch_batches():
+def test_tasks_without_images_draw_no_epoch_batches():
     data = tiny_data()
     split = data.split("train")
-    assert TASK.epoch_batches(split, 1, train_config(2, augment=None), SEED) is None
     assert Classification(binary=False).epoch_batches(split, 1, train_config(2), SEED) is None
     for name in ("simple_nn", "forecasting"):  # the default: every other project's task
         assert get_project(name).task.epoch_batches(split, 1, train_config(2), SEED) is None

@@ -228,8 +228,9 @@ def keras_stem(ported_weights: Mapping[str, Any], image_size: int, cut: int = FR
     x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(inputs)
     if input_shape[2] == 1:
         x = layers.Concatenate(axis=-1, name="grey_to_rgb")([x, x, x])
-    x = layers.Normalization(mean=list(IMAGENET_MEAN), variance=[s * s for s in IMAGENET_STD],
-                             name="imagenet_normalise")(x)
+    # (x - mean) / std as a Rescaling: Normalization's fixed statistics become extra ONNX inputs in tf2onnx
+    mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
+    x = layers.Rescaling(scale=1.0 / std, offset=-mean / std, name="imagenet_normalise")(x)
     stem = keras.Model(inputs, base(x, training=False), name=f"mobilenet_v2_stem_{cut}")
     stem.trainable = False
     return stem

@@ -16,24 +16,31 @@ if TYPE_CHECKING:
 
 class EpochEnd:
     """Logs an epoch's loss and the task's epoch metric, keeps the best weights by validation
-    loss (``save_checkpoint`` is called on every improvement) and decides early stopping."""
+    loss, or by the validation epoch metric with ``train.monitor: metric`` (``save_checkpoint`` is
+    called on every improvement) and decides early stopping. :meth:`score` is the monitored value
+    as a number to minimise (what the reduce-LR schedulers step on)."""
 
-    def __init__(self, live: Live, train: Any, metric: str, save_checkpoint: Callable[[], None]):
+    def __init__(self, live: Live, train: Any, task: Any, save_checkpoint: Callable[[], None]):
         self.live = live
-        self.metric = metric
+        self.metric = task.epoch_metric
+        self.monitor = monitored(train, task)
+        self.sign = -1.0 if train.monitor == "metric" and task.epoch_metric_higher_is_better else 1.0
         self.save_checkpoint = save_checkpoint
         self.log_every = train.log_every
         self.patience = train.early_stopping.patience if train.early_stopping else None
-        self.best_val_loss = float("inf")
+        self.best = float("inf")
         self.epochs_without_improvement = 0
+
+    def score(self, val_loss: float, val_metric: float) -> float:
+        return self.sign * (val_metric if self.monitor != "val_loss" else val_loss)
 
     def state(self) -> dict[str, Any]:
         """The early-stopping counters, as JSON that :meth:`restore` reads back exactly."""
-        return {"best_val_loss": encode_value(self.best_val_loss),
+        return {"best": encode_value(self.best),
                 "epochs_without_improvement": self.epochs_without_improvement}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.best_val_loss = decode_value(state["best_val_loss"])
+        self.best = decode_value(state["best"])
         self.epochs_without_improvement = state["epochs_without_improvement"]
 
     def __call__(
@@ -50,12 +57,18 @@ class EpochEnd:
         if epoch % self.log_every == 0:
             print(f"epoch {epoch}: loss {train_loss:.4f} {self.metric} {train_metric:.4f} "
                   f"val_loss {val_loss:.4f} val_{self.metric} {val_metric:.4f} lr {learning_rate:.2e}", flush=True)
-        if val_loss < self.best_val_loss:
-            self.best_val_loss, self.epochs_without_improvement = val_loss, 0
+        score = self.score(val_loss, val_metric)
+        if score < self.best:
+            self.best, self.epochs_without_improvement = score, 0
             self.save_checkpoint()
             return False
         self.epochs_without_improvement += 1
         if self.patience is not None and self.epochs_without_improvement >= self.patience:
-            print(f"early stopping: no val_loss improvement in {self.patience} epochs", flush=True)
+            print(f"early stopping: no {self.monitor} improvement in {self.patience} epochs", flush=True)
             return True
         return False
+
+
+def monitored(train: Any, task: Any) -> str:
+    """The name of the monitored validation value, as Keras logs it: ``val_loss`` or ``val_<metric>``."""
+    return "val_loss" if train.monitor == "loss" else f"val_{task.epoch_metric}"

@@ -20,6 +20,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402  (after TensorFlow's quiet import)
 
 from curriculum.frameworks.checkpoints import Checkpoint, Checkpoints, canonical_zip, decode_value, encode_value
+from curriculum.frameworks.epochs import monitored
 from curriculum.io import atomic_path, load_npz
 from curriculum.layout import ProcessedData
 from curriculum.onnx_canonical import canonical_names
@@ -217,17 +218,20 @@ def fit(
         work = checkpoints.work_dir if checkpoints is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         best_path = work / BEST_FILE
         best_path.unlink(missing_ok=True)
-        resumable.append(_ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True, restored=restored()))
+        monitor = monitored(train, task)
+        mode = "max" if train.monitor == "metric" and task.epoch_metric_higher_is_better else "min"
+        resumable.append(_ModelCheckpoint(str(best_path), monitor=monitor, mode=mode, save_best_only=True,
+                                          restored=restored()))
         from dvclive.keras import DVCLiveCallback
 
         callbacks = [resumable[0], DVCLiveCallback(live=live), _PrintEvery(train.log_every)]
         if train.early_stopping:
-            resumable.append(_EarlyStopping(monitor="val_loss", patience=train.early_stopping.patience,
+            resumable.append(_EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping.patience,
                                             restored=restored()))
             callbacks.append(resumable[-1])
         if train.reduce_lr:
             resumable.append(_ReduceLROnPlateau(
-                monitor="val_loss", factor=train.reduce_lr.factor, patience=train.reduce_lr.patience,
+                monitor=monitor, mode=mode, factor=train.reduce_lr.factor, patience=train.reduce_lr.patience,
                 min_lr=train.reduce_lr.min_lr, restored=restored()))
             callbacks.append(resumable[-1])
         if checkpoints is not None:

@@ -110,7 +110,7 @@ def fit(
     def keep_best() -> None:
         best["params"] = {name: value.copy() for name, value in params.items()}
 
-    end_epoch = EpochEnd(live, train, task.epoch_metric, save_checkpoint=keep_best)
+    end_epoch = EpochEnd(live, train, task, save_checkpoint=keep_best)
 
     first_epoch, stopped = 1, False
     resumed = checkpoints.resumed if checkpoints is not None else None
@@ -152,7 +152,7 @@ def fit(
         stop = end_epoch(epoch, total_loss / len(x_train), total_metric / len(x_train), val_loss, val_metric,
                          learning_rate)
         if not stop and scheduler is not None:
-            learning_rate = scheduler.step(val_loss, learning_rate)
+            learning_rate = scheduler.step(end_epoch.score(val_loss, val_metric), learning_rate)
         if checkpoints is not None:
             checkpoints.save(epoch, stop, {
                 "adam_t": state["t"], "learning_rate": encode_value(learning_rate),

@@ -120,7 +120,7 @@ def fit(
     def keep_best() -> None:
         best["weights"] = copy.deepcopy(model.state_dict())
 
-    end_epoch = EpochEnd(live, train, task.epoch_metric, save_checkpoint=keep_best)
+    end_epoch = EpochEnd(live, train, task, save_checkpoint=keep_best)
 
     def training_state() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -164,7 +164,7 @@ def fit(
         learning_rate = optimizer.param_groups[0]["lr"]
         stop = end_epoch(epoch, total_loss / seen, total_metric / seen, val_loss, val_metric, learning_rate)
         if not stop and scheduler is not None:
-            scheduler.step(val_loss)
+            scheduler.step(end_epoch.score(val_loss, val_metric))
         if checkpoints is not None:
             state = training_state()
             checkpoints.save(epoch, stop, {"epoch_end": end_epoch.state()},

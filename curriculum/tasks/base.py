@@ -35,6 +35,8 @@ class Task(ABC):
     output_names: tuple[str, ...]
     #: the metric logged each epoch beside the loss (``train/<name>``, ``eval/<name>``)
     epoch_metric: str
+    #: whether a higher epoch metric is better (for ``train.monitor: metric``)
+    epoch_metric_higher_is_better: bool
     #: the test metric a person reads first, and whether higher is better
     headline: str
     higher_is_better: bool

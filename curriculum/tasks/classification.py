@@ -44,8 +44,9 @@ class Classification(Task):
     """``binary``: one sigmoid unit and BCE (``train.pos_weight`` weights positives when the
     project's train config has it); else softmax and cross-entropy. ``example_images``: evaluation
     also draws a grid of misclassified test images (``evaluate.misclassified_examples`` of them).
-    ``augment_images``: the inputs are images, and training augments them afresh every epoch with
-    the train config's ``augment`` settings (None there: off); see :meth:`epoch_batches`."""
+    ``augment_images``: the inputs are images; both frameworks train on the batches
+    :meth:`epoch_batches` draws, augmented afresh every epoch with the train config's ``augment``
+    settings (None there: the images as they are)."""
 
     binary: bool
     example_images: bool = False
@@ -53,6 +54,7 @@ class Classification(Task):
 
     output_names = ("proba",)
     epoch_metric = "accuracy"
+    epoch_metric_higher_is_better = True
     headline = "accuracy"
     higher_is_better = True
 
@@ -73,15 +75,18 @@ class Classification(Task):
         return metrics.predicted_labels(proba, self.binary)
 
     def epoch_batches(self, split: Arrays, epoch: int, train: Any, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """With ``augment_images`` and ``train.augment`` set: the epoch's freshly augmented images
-        (:func:`curriculum.augment.augment_epoch`) and a shuffled order, both drawn from
-        ``(seed, epoch)`` (independent streams)."""
-        settings = getattr(train, "augment", None) if self.augment_images else None
-        if settings is None:
+        """With ``augment_images``: the epoch's freshly augmented images
+        (:func:`curriculum.augment.augment_epoch`) when ``train.augment`` is set, the inputs as they
+        are when it is None, and a shuffled order, all drawn from ``(seed, epoch)`` (independent
+        streams) -- so torch and Keras train on identical batches either way."""
+        if not self.augment_images:
             return None
-        from curriculum.augment import augment_epoch
+        x = self.inputs(split)
+        settings = getattr(train, "augment", None)
+        if settings is not None:
+            from curriculum.augment import augment_epoch
 
-        x = augment_epoch(self.inputs(split), settings, seed, epoch)
+            x = augment_epoch(x, settings, seed, epoch)
         order = np.random.default_rng([seed, epoch, 1]).permutation(len(x))
         return x, order
 

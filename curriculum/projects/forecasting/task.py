@@ -22,6 +22,7 @@ from curriculum.tasks.base import Evaluation, Predictions, Task, training_curve_
 class Forecast(Task):
     output_names = ("forecast",)
     epoch_metric = "mae"  # in scaled units during training; the test metrics are in the series' units
+    epoch_metric_higher_is_better = False
     headline = "mae"
     higher_is_better = False
 
