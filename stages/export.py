@@ -61,7 +61,6 @@ def main() -> None:
     report = task.parity(reference, exported, config.export.parity_atol)
     report["files"] = {kind: path.name for kind, path in files.items()}
     report["raw_input"] = input_scaler is not None or stem is not None  # scaler / stem inside the exported models
-    report["examples"] = len(raw_input)
     write_json(args.report, report)
     if not report["passed"]:
         sys.exit(f"ONNX parity failed for {args.project}/{args.variant}: {report} (atol {config.export.parity_atol})")

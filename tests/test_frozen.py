@@ -6,6 +6,8 @@ stage began capping the numeric kernels at AVX2 (curriculum/numerics.py), which 
 arithmetic on this AVX-512 machine (image_classification torch test accuracy 0.984 -> 0.982).
 With the caps and pinned threads the pins hold on any x86-64 machine with AVX2
 (tests/test_reproducibility.py), so a failure here means the code changed the numbers.
+Re-pinned again when image_classification's augmentation moved from one fixed copy made in
+preprocess to fresh transforms every epoch (test accuracy keras 0.985 -> 0.981, torch 0.982 -> 0.978).
 """
 from __future__ import annotations
 
