@@ -3,7 +3,8 @@
 tf2onnx names the tensors its optimiser folds, orders some nodes and picks which of two equal loop
 outputs an Identity copies from nondeterministically (measured: four exports of one Keras GRU gave
 four different files). Renaming every internal value by definition order (constants by content),
-sorting nodes topologically with ties broken by name, and one tie rule for equal outputs makes
+sorting nodes topologically with ties broken by name, numbering symbolic dimensions by first
+appearance, and one tie rule for equal outputs makes
 the file a function of the model, so DVC sees an unchanged export as unchanged. Graph inputs and
 outputs keep their names; the computation is untouched.
 """
@@ -119,4 +120,17 @@ def canonical_names(model: onnx.ModelProto) -> onnx.ModelProto:
 
     walk(top, "")
     rename(top, "")
+    _number_symbolic_dims(top, {})
     return model
+
+
+def _number_symbolic_dims(graph: onnx.GraphProto, symbols: dict[str, str]) -> None:
+    """tf2onnx names unknown dimensions from a process-wide counter (``unk__686``): number them by
+    first appearance instead (``dim0``...), keeping equal names equal."""
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.dim_param = symbols.setdefault(dim.dim_param, f"dim{len(symbols)}")
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            _number_symbolic_dims(sub, symbols)

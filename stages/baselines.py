@@ -6,7 +6,16 @@ naive and statistical forecasters for time series.
 """
 from __future__ import annotations
 
-import warnings
+import os
+
+# One BLAS/OpenMP thread, set before NumPy, SciPy or scikit-learn load their BLAS: fitted
+# baselines (logistic regression, ridge) then round the same way on any machine, whatever its
+# core count or OPENBLAS_NUM_THREADS. (threadpoolctl's limits reach only the libraries already
+# loaded, and SciPy loads its own OpenBLAS when a baseline first imports it.)
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import warnings  # noqa: E402
 from pathlib import Path
 
 from curriculum.io import write_json
@@ -21,11 +30,6 @@ def main() -> None:
     args = parser.parse_args()
     project, config = load_project(args)
     data = ProcessedData.read(args.data)
-    # One BLAS thread: fitted baselines (logistic regression, ridge) then round the same way on
-    # any machine, whatever its core count or OPENBLAS_NUM_THREADS.
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
     with warnings.catch_warnings(record=True) as caught:  # one line each in the log, not a page
         warnings.simplefilter("always")
         predictions = project.baselines(data, config)
