@@ -53,6 +53,7 @@ def test_stages_cap_the_kernels_before_numpy_loads():
     assert out.split()[-1] in ("AVX2", "DEFAULT")  # DEFAULT: a CPU without AVX2
 
 
+@pytest.mark.slow  # ~8 min on 2 cores: a second smoke build of every project, on one core
 def test_another_machine_builds_every_output_identically(built_repo, tmp_path):
     other = build_smoke_repo(tmp_path / "other")
     repro_on(other, OTHER_MACHINE, cores={0})
