@@ -85,10 +85,7 @@ class ProcessedData:
             save_npz(directory / f"{name}.npz", **arrays)
         write_json(directory / self.INFO, self.info)
         for name, value in self.fitted.items():
-            if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
-                save_npz(directory / self.FITTED / f"{name}.npz", **value)
-            else:
-                write_json(directory / self.FITTED / f"{name}.json", value)
+            write_fitted(directory / self.FITTED, name, value)
 
     @classmethod
     def read(cls, directory: Path) -> "ProcessedData":
@@ -102,6 +99,17 @@ class ProcessedData:
             for path in sorted(fitted_dir.iterdir()):
                 fitted[path.stem] = load_npz(path) if path.suffix == ".npz" else read_json(path)
         return cls(splits=splits, info=read_json(directory / cls.INFO), fitted=fitted)
+
+
+def write_fitted(directory: Path, name: str, value: Any) -> Path:
+    """One fitted artifact: a dict of arrays as ``<name>.npz``, anything else as ``<name>.json``."""
+    if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
+        path = directory / f"{name}.npz"
+        save_npz(path, **value)
+    else:
+        path = directory / f"{name}.json"
+        write_json(path, value)
+    return path
 
 
 def _unscaled(x: np.ndarray, scaler: dict | None) -> np.ndarray:

@@ -31,6 +31,32 @@ def misclassified_grid(
     return figure_png(figure)
 
 
+def confidently_wrong_table(
+    texts: Sequence[str], y_true: np.ndarray, confidence: np.ndarray, class_names: Sequence[str], limit: int
+) -> bytes:
+    """The ``limit`` wrong predictions the model was surest of, as a table a person reads: its
+    confidence in the wrong answer, the true class and the text (wrapped), as PNG bytes.
+    ``confidence`` is the probability the model gave its (wrong) answer, NaN where it was right."""
+    import textwrap
+
+    wrong = np.flatnonzero(~np.isnan(confidence))
+    shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+    truth_width = max(len("truth"), *(len(name) for name in class_names))
+    lines = [f"{'confidence':>10}  {'truth':<{truth_width}}  text", ""]
+    for index in shown:
+        wrapped = textwrap.wrap(" ".join(str(texts[index]).split()), 100) or [""]
+        lines.append(f"{confidence[index]:>10.3f}  {class_names[y_true[index]]:<{truth_width}}  {wrapped[0]}")
+        lines += [" " * (14 + truth_width) + line for line in wrapped[1:]]
+    line_height = 0.16  # inches, at 8.5 pt
+    figure = plt.figure(figsize=(10.5, 0.5 + line_height * (len(lines) + 1)))
+    figure.text(0.01, 1 - 0.3 / figure.get_figheight(),
+                f"{len(wrong)} of {len(y_true)} test examples wrong; the {len(shown)} the model was surest of",
+                fontsize=10, va="top")
+    figure.text(0.01, 1 - 0.55 / figure.get_figheight(), "\n".join(lines), family="monospace", fontsize=8.5,
+                va="top", linespacing=1.35)
+    return figure_png(figure)
+
+
 def figure_png(figure: plt.Figure, dpi: int = 80) -> bytes:
     """Render and close a figure; the PNG carries no timestamp, so the same plot gives the same bytes."""
     buffer = io.BytesIO()

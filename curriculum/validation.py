@@ -41,6 +41,7 @@ __all__ = [
     "validate_tables",
     "raise_for_failures",
     "image_summary_table",
+    "rows_by_split",
     "class_count_table",
     "image_expectations",
     "tabular_expectations",
@@ -286,6 +287,16 @@ def _percent(part: int, whole: int) -> float:
 
 
 # --------------------------------------------------------------------------- tables
+
+
+def rows_by_split(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A raw data set's examples ``x``/``y`` and, when it publishes a test split, ``x_test``/``y_test``
+    after them, with each row's split name (``train``/``test``), for tables covering both."""
+    parts = [("train", data["x"], data["y"])]
+    if "x_test" in data:
+        parts.append(("test", data["x_test"], data["y_test"]))
+    return (np.concatenate([x for _, x, _ in parts]), np.concatenate([y for _, _, y in parts]),
+            np.concatenate([np.full(len(y), name) for name, _, y in parts]))
 
 
 def image_summary_table(x: np.ndarray, y: np.ndarray, split: np.ndarray | None = None) -> pd.DataFrame:

@@ -12,6 +12,8 @@ in original units; the check then feeds raw test inputs (``x * scale + mean``) a
 with the trained model's outputs mapped back the same way. A model that takes a frozen stem's
 cached output (:class:`curriculum.projects.base.FrozenStem`) is exported with the stem in front:
 the check feeds the split's raw inputs to the export and their cached stem output to the model.
+The fitted artifacts a model needs to read a user's input (``Project.serving_artifacts``: a
+tokenizer) are written beside it.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from curriculum.io import load_npz, save_npz, write_json
-from curriculum.layout import ProcessedData
+from curriculum.layout import ProcessedData, write_fitted
 from curriculum.trained import load_trained
 from stages.cli import load_project, stage_parser
 
@@ -56,6 +58,8 @@ def main() -> None:
 
     files = trained.backend.export(trained.model, args.out, raw_input,
                                    input_scaler=input_scaler, output_scaler=output_scaler, stem=stem)
+    for name in project.serving_artifacts.get(model, ()):  # what turns a user's input into the model's
+        files[name] = write_fitted(args.out, name, data.fitted[name])
     reference = data.in_output_units(trained.backend.predict(trained.model, x_test))
     exported = onnx_in_fresh_process(files["onnx"], raw_input, task.output_names)
     report = task.parity(reference, exported, config.export.parity_atol)

@@ -438,6 +438,17 @@ def test_full_mnist_source_downloads_verifies_and_parses(server, tmp_path, monke
     assert not (tmp_path / "work" / "y-corrupt.gz").exists()
 
 
+def tar_gz_bytes(members: dict[str, bytes]) -> bytes:
+    """A gzipped tarball of regular files, built in memory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
 def test_cifar10_source_extracts_safely_and_reads_batches(server, tmp_path, monkeypatch):
     """A generated CIFAR-10-layout tarball (random pixels) through the real fetch_cifar10 path."""
     rng = np.random.default_rng(0)
@@ -445,13 +456,7 @@ def test_cifar10_source_extracts_safely_and_reads_batches(server, tmp_path, monk
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
         members[f"cifar-10-batches-py/{name}"] = pickle.dumps(batch)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    body = buffer.getvalue()
+    body = tar_gz_bytes(members)
     remote = _serve(server, "cifar.tar.gz", body, sha256=hashlib.sha256(body).hexdigest(), size=len(body))
     monkeypatch.setattr(image_classification, "CIFAR10_FILE", remote)
 

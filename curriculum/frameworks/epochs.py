@@ -23,8 +23,8 @@ class EpochEnd:
     def __init__(self, live: Live, train: Any, task: Any, save_checkpoint: Callable[[], None]):
         self.live = live
         self.metric = task.epoch_metric
-        self.monitor = monitored(train, task)
-        self.sign = -1.0 if train.monitor == "metric" and task.epoch_metric_higher_is_better else 1.0
+        self.monitor, mode = monitored(train, task)
+        self.sign = -1.0 if mode == "max" else 1.0
         self.save_checkpoint = save_checkpoint
         self.log_every = train.log_every
         self.patience = train.early_stopping.patience if train.early_stopping else None
@@ -69,6 +69,9 @@ class EpochEnd:
         return False
 
 
-def monitored(train: Any, task: Any) -> str:
-    """The name of the monitored validation value, as Keras logs it: ``val_loss`` or ``val_<metric>``."""
-    return "val_loss" if train.monitor == "loss" else f"val_{task.epoch_metric}"
+def monitored(train: Any, task: Any) -> tuple[str, str]:
+    """The monitored validation value, as Keras names it (``val_loss`` or ``val_<metric>``), and
+    whether better is ``"min"`` or ``"max"`` (Keras' callback modes)."""
+    if train.monitor == "loss":
+        return "val_loss", "min"
+    return f"val_{task.epoch_metric}", "max" if task.epoch_metric_higher_is_better else "min"

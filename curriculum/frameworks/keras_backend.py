@@ -218,8 +218,7 @@ def fit(
         work = checkpoints.work_dir if checkpoints is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         best_path = work / BEST_FILE
         best_path.unlink(missing_ok=True)
-        monitor = monitored(train, task)
-        mode = "max" if train.monitor == "metric" and task.epoch_metric_higher_is_better else "min"
+        monitor, mode = monitored(train, task)
         resumable.append(_ModelCheckpoint(str(best_path), monitor=monitor, mode=mode, save_best_only=True,
                                           restored=restored()))
         from dvclive.keras import DVCLiveCallback

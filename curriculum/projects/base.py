@@ -71,6 +71,11 @@ class Project(Generic[ConfigT]):
     ``pretrained``: model -> framework -> the fitted artifact (see :class:`ProcessedData`) holding
     its starting weights; those models' builders take it as a third argument.
     ``stems``: model -> the :class:`FrozenStem` whose cached output the model takes as its input.
+    ``inputs``: model -> the split array it takes as its input instead of ``x``, for a model that
+    reads the data its own way (a pretrained transformer's own token ids); exported, it takes that
+    array too.
+    ``serving_artifacts``: model -> the fitted artifacts its exported model needs beside it to turn
+    a user's raw input into its input (a tokenizer); export writes them next to the model files.
     ``smoke``: dotted-key params overrides that shrink the project for the tiny-slice smoke test.
     """
 
@@ -85,6 +90,8 @@ class Project(Generic[ConfigT]):
     custom_baselines: Callable[[ProcessedData, ConfigT], dict[str, Predictions]] | None = None
     pretrained: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     stems: Mapping[str, FrozenStem] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    serving_artifacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     smoke: Mapping[str, Any] = field(default_factory=dict)
 
     def load_config(self, params_path: str | Path) -> ConfigT:
@@ -132,12 +139,13 @@ class Project(Generic[ConfigT]):
         return {**self.task.model_spec(data), **data.info.get("model_spec", {})}
 
     def model_data(self, data: ProcessedData, model: str) -> ProcessedData:
-        """The data as ``model`` sees it: with a :class:`FrozenStem`, each split's ``x`` is the stem's
-        cached output (the raw inputs stay in ``data``)."""
+        """The data as ``model`` sees it: each split's ``x`` is its :class:`FrozenStem`'s cached output,
+        or the array :attr:`inputs` names (the raw inputs stay in ``data``)."""
         stem = self.stems.get(model)
-        if stem is None:
+        array = stem.array if stem is not None else self.inputs.get(model)
+        if array is None:
             return data
-        return replace(data, splits={name: {**arrays, "x": arrays[stem.array]} for name, arrays in data.splits.items()})
+        return replace(data, splits={name: {**arrays, "x": arrays[array]} for name, arrays in data.splits.items()})
 
     def stem(self, model: str, framework: str, data: ProcessedData, config: ConfigT) -> Any | None:
         """The model's frozen stem built in ``framework`` (what export puts in front), or None."""

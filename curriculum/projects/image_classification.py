@@ -172,16 +172,11 @@ def fetch_cifar10(work_dir: Path, partial_dir: Path) -> Arrays:
 
 def validation(raw: Arrays, config: ImageClassificationConfig):
     """Summaries of every image and of class counts, held to the source's geometry."""
-    from curriculum.validation import class_count_table, image_expectations, image_summary_table
+    from curriculum.validation import class_count_table, image_expectations, image_summary_table, rows_by_split
 
     spec = IMAGE_SPECS[config.download.source]
     n_classes = len(raw["class_names"])
-    x, y = raw["x"], raw["y"]
-    split = np.array(["train"] * len(y))
-    if "x_test" in raw:
-        x = np.concatenate([x, raw["x_test"]])
-        y = np.concatenate([y, raw["y_test"]])
-        split = np.concatenate([split, np.array(["test"] * len(raw["y_test"]))])
+    x, y, split = rows_by_split(raw)
     tables = {
         "images": image_summary_table(x, y, split),
         "class_counts": class_count_table(y, split, n_classes=n_classes),

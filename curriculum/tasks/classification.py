@@ -35,6 +35,21 @@ def limit_raw_per_class(raw: Arrays, max_per_class: int | None) -> Arrays:
     return raw
 
 
+def length_grouped_order(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                         pool_batches: int = 50) -> np.ndarray:
+    """``order`` regrouped so each mini-batch holds examples of similar length, as Hugging Face's
+    ``group_by_length`` does: consecutive pools of ``pool_batches`` batches are sorted by length
+    (stable), cut into batches, and the full batches shuffled (a short last batch stays last, so
+    the back end's cuts fall where they were). A model that drops the padding columns of a batch
+    then does a fraction of the work; the batches are still random mixes of the data."""
+    pool = batch_size * pool_batches
+    grouped = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")]
+                              for chunk in np.split(order, range(pool, len(order), pool))])
+    full = len(grouped) // batch_size
+    batches = grouped[:full * batch_size].reshape(full, batch_size)[rng.permutation(full)]
+    return np.concatenate([batches.reshape(-1), grouped[full * batch_size:]])
+
+
 class ClassificationBaselines(Section):
     logistic_max_iter: PositiveInt  # iterations of the logistic-regression baseline's solver
 
@@ -46,11 +61,14 @@ class Classification(Task):
     also draws a grid of misclassified test images (``evaluate.misclassified_examples`` of them).
     ``augment_images``: the inputs are images; both frameworks train on the batches
     :meth:`epoch_batches` draws, augmented afresh every epoch with the train config's ``augment``
-    settings (None there: the images as they are)."""
+    settings (None there: the images as they are). ``example_texts``: the split array holding each
+    example's raw text; evaluation then tabulates the test examples the model was most confidently
+    wrong about (``evaluate.confidently_wrong_examples`` of them)."""
 
     binary: bool
     example_images: bool = False
     augment_images: bool = False
+    example_texts: str | None = None
 
     output_names = ("proba",)
     epoch_metric = "accuracy"
@@ -78,16 +96,22 @@ class Classification(Task):
         """With ``augment_images``: the epoch's freshly augmented images
         (:func:`curriculum.augment.augment_epoch`) when ``train.augment`` is set, the inputs as they
         are when it is None, and a shuffled order, all drawn from ``(seed, epoch)`` (independent
-        streams) -- so torch and Keras train on identical batches either way."""
-        if not self.augment_images:
+        streams) -- so torch and Keras train on identical batches either way. With
+        ``train.group_by_length`` (token-id inputs, 0 = padding): a shuffled order whose batches hold
+        reviews of similar length (:func:`length_grouped_order`), for models that skip padding."""
+        by_length = getattr(train, "group_by_length", False)
+        if not (self.augment_images or by_length):
             return None
         x = self.inputs(split)
-        settings = getattr(train, "augment", None)
+        settings = getattr(train, "augment", None) if self.augment_images else None
         if settings is not None:
             from curriculum.augment import augment_epoch
 
             x = augment_epoch(x, settings, seed, epoch)
-        order = np.random.default_rng([seed, epoch, 1]).permutation(len(x))
+        rng = np.random.default_rng([seed, epoch, 1])
+        order = rng.permutation(len(x))
+        if by_length:
+            order = length_grouped_order(order, (x != 0).sum(axis=1), train.batch_size or len(x), rng)
         return x, order
 
     # ------------------------------------------------------------------ torch
@@ -166,6 +190,15 @@ class Classification(Task):
 
             plots["misclassified.png"] = misclassified_grid(
                 self.inputs(test), y_test, y_pred, class_names, settings.misclassified_examples)
+        if self.example_texts is not None and settings.confidently_wrong_examples:
+            from curriculum.plots import confidently_wrong_table
+
+            answer_proba = proba.reshape(-1) if self.binary else proba.max(axis=1)
+            if self.binary:
+                answer_proba = np.where(y_pred == 1, answer_proba, 1.0 - answer_proba)
+            plots["confidently_wrong.png"] = confidently_wrong_table(
+                test[self.example_texts], y_test, np.where(y_pred != y_test, answer_proba, np.nan), class_names,
+                settings.confidently_wrong_examples)
         return Evaluation(scores, plots)
 
     def baselines(self, data: ProcessedData, settings: Any, seed: int) -> dict[str, Predictions]:
@@ -211,4 +244,6 @@ class Classification(Task):
                 "template": "confusion", "x": "actual", "y": "predicted"}})
         if self.example_images:
             definitions += [f"reports/{project}/{variant}/plots/misclassified.png" for variant in variants]
+        if self.example_texts is not None:
+            definitions += [f"reports/{project}/{variant}/plots/confidently_wrong.png" for variant in variants]
         return definitions

@@ -115,17 +115,13 @@ class TransferLearningConfig(ProjectConfig):
 
 def validation(raw: Arrays, config: TransferLearningConfig):
     """Summaries of every image and of class counts, held to the source's geometry."""
-    from curriculum.validation import class_count_table, image_expectations, image_summary_table
+    from curriculum.validation import class_count_table, image_expectations, image_summary_table, rows_by_split
 
     images = sources.images_only(raw)
     folder = config.download.image_folder
     shape = FASHION_MNIST_SHAPE if config.download.source == "fashion_mnist" else \
         {"height": folder.height, "width": folder.width, "channels": folder.channels}
-    x, y, split = images["x"], images["y"], np.array(["train"] * len(images["y"]))
-    if "x_test" in images:
-        x = np.concatenate([x, images["x_test"]])
-        y = np.concatenate([y, images["y_test"]])
-        split = np.concatenate([split, np.array(["test"] * len(images["y_test"]))])
+    x, y, split = rows_by_split(images)
     n_classes = len(images["class_names"])
     tables = {"images": image_summary_table(x, y, split), "class_counts": class_count_table(y, split, n_classes=n_classes)}
     expectations = image_expectations(**shape, dtypes=["uint8"], pixel_range=(0, 255), n_classes=n_classes,
