@@ -9,20 +9,27 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.sync import sync
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
 
 def smoke_params(params: dict) -> dict:
-    """Every project's pipeline, shrunk by the overrides its module declares (``Project.smoke``)."""
+    """Every project's pipeline, shrunk by the overrides its module declares (``Project.smoke``) and
+    cut to its ``smoke_variants``."""
     from curriculum.projects import get_project, project_names
 
     for project in project_names():
-        for dotted, value in get_project(project).smoke.items():
+        spec = get_project(project)
+        for dotted, value in spec.smoke.items():
             *path, key = dotted.split(".")
             section = params[project]
             for part in path:
                 section = section[part]
             section[key] = value
+        if spec.smoke_variants is not None:
+            variants = params[project]["variants"]
+            params[project]["variants"] = {name: variants[name] for name in spec.smoke_variants}
     return params
 
 
@@ -49,6 +56,7 @@ def build_smoke_repo(root: Path) -> Path:
         shutil.copy2(template, root / "build" / template.name)
     params_path = root / "params.yaml"
     params_path.write_text(yaml.safe_dump(smoke_params(yaml.safe_load(params_path.read_text())), sort_keys=False))
+    sync(root)  # the derived variant lists, plots and deployments follow the smoke params
     _git(root, "init", "-q")
     commit(root, "smoke copy")
     return root

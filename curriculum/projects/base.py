@@ -76,7 +76,9 @@ class Project(Generic[ConfigT]):
     array too.
     ``serving_artifacts``: model -> the fitted artifacts its exported model needs beside it to turn
     a user's raw input into its input (a tokenizer); export writes them next to the model files.
-    ``smoke``: dotted-key params overrides that shrink the project for the tiny-slice smoke test.
+    ``smoke``: dotted-key params overrides that shrink the project for the tiny-slice smoke test;
+    ``smoke_variants``: the variants it runs there (None: all), for a project whose variants share
+    their code paths two by two.
     """
 
     name: str
@@ -93,6 +95,7 @@ class Project(Generic[ConfigT]):
     inputs: Mapping[str, str] = field(default_factory=dict)
     serving_artifacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     smoke: Mapping[str, Any] = field(default_factory=dict)
+    smoke_variants: tuple[str, ...] | None = None
 
     def load_config(self, params_path: str | Path) -> ConfigT:
         """This project's params section, parsed and checked (:class:`ConfigError` names every bad key)."""

@@ -195,7 +195,7 @@ PROJECT = Project(
     inputs={"minilm": WORDPIECE},
     serving_artifacts=SERVING_ARTIFACTS,
     subsample=subsample,
+    smoke_variants=("lstm-keras", "glove-torch", "minilm-torch"),  # each builder, each framework, once
     smoke={"download.max_per_class": 40, "preprocess.tokenizer.vocabulary_size": 500,
-           "preprocess.tokenizer.max_length": 16, "preprocess.wordpiece_max_tokens": 16, "train.epochs": 2,
-           "variants.minilm-torch.train.epochs": 1},
+           "preprocess.tokenizer.max_length": 16, "preprocess.wordpiece_max_tokens": 16, "train.epochs": 2},
 )
