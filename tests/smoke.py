@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.sync import sync
+from pipeline.sync import derived_params, sync
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
@@ -55,8 +55,11 @@ def build_smoke_repo(root: Path) -> Path:
         (root / "build").mkdir(exist_ok=True)
         shutil.copy2(template, root / "build" / template.name)
     params_path = root / "params.yaml"
-    params_path.write_text(yaml.safe_dump(smoke_params(yaml.safe_load(params_path.read_text())), sort_keys=False))
-    sync(root)  # the derived variant lists, plots and deployments follow the smoke params
+    params = smoke_params(yaml.safe_load(params_path.read_text()))
+    derived = derived_params(params)  # the variant lists follow the smoke params, below sync's marker
+    params_path.write_text(yaml.safe_dump({key: value for key, value in params.items() if key not in derived},
+                                          sort_keys=False))
+    sync(root)
     _git(root, "init", "-q")
     commit(root, "smoke copy")
     return root
