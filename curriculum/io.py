@@ -36,13 +36,14 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Write arrays to ``path`` atomically; object arrays are refused so loading never needs pickle."""
+def save_npz(path: str | os.PathLike, compress: bool = True, **arrays: np.ndarray) -> None:
+    """Write arrays to ``path`` atomically; object arrays are refused so loading never needs pickle.
+    ``compress=False`` for files many stages read: inflating them costs each reader more than the disk saved."""
     for name, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise TypeError(f"array {name!r} has dtype object, which would need pickle to load")
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -81,8 +81,8 @@ class ProcessedData:
         unknown = sorted(set(self.splits) - set(SPLITS))
         if unknown:
             raise ValueError(f"unknown splits {unknown}; splits are {', '.join(SPLITS)}")
-        for name, arrays in self.splits.items():
-            save_npz(directory / f"{name}.npz", **arrays)
+        for name, arrays in self.splits.items():  # read by every later stage: 3x faster uncompressed
+            save_npz(directory / f"{name}.npz", compress=False, **arrays)
         write_json(directory / self.INFO, self.info)
         for name, value in self.fitted.items():
             write_fitted(directory / self.FITTED, name, value)

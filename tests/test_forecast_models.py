@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 import torch
 
+from curriculum.frameworks import torch_backend
 from curriculum.models import keras_forecast, torch_forecast
 
 SPEC = {"lookback": 6, "n_features": 3, "horizon": 4}
@@ -229,9 +230,8 @@ def _onnx_outputs(path, x: np.ndarray) -> np.ndarray:
 def test_torch_attention_model_round_trips_through_onnx_with_a_dynamic_batch(tmp_path):
     torch.manual_seed(0)
     model = torch_forecast.build_attention(SPEC, _train(layers=2)).eval()
-    example = (torch.from_numpy(_windows(3)),)
-    path = tmp_path / "attention.onnx"
-    torch.onnx.export(model, example, path, dynamo=True, dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False)
+    exported = torch_backend.PredictionModel(model, torch.nn.Identity(), ("forecast",)).eval()
+    path = torch_backend.export(exported, tmp_path, _windows(3))["onnx"]  # the back end's own exporter
     for batch in (1, 9):
         x = _windows(batch, seed=batch)
         with torch.no_grad():

@@ -111,7 +111,7 @@ class MiniLMClassifier(nn.Module):
         return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_exporting():
+        if not (torch.compiler.is_exporting() or torch.jit.is_tracing()):
             # Columns that pad every review of the batch change nothing (masked out of attention
             # and pooling, and padding comes last): dropping them halves the work on short reviews.
             # The exported graph keeps the fixed length.
