@@ -31,19 +31,6 @@ def test_tokenizer_is_fitted_on_its_texts_only_and_pads_in_front():
     assert tokenizer.n_ids(fitted) == 5
 
 
-def test_glove_tokenizer_keeps_the_training_ids_and_adds_pretrained_words_by_rank():
-    fitted = tokenizer.fit(["a good film", "a bad film", "good good"], vocabulary_size=3, max_length=4)
-    glove_ranked = ["the", "good", "bad", "film", "superb", "dull"]
-    extended = tokenizer.extended(fitted, glove_ranked, extra_words=5)
-    assert extended["vocabulary"] == ["good", "a", "film", "the", "bad", "superb"]  # "dull" is rank 6
-    assert {key: value for key, value in extended.items() if key != "vocabulary"} == {
-        key: value for key, value in fitted.items() if key != "vocabulary"}
-    ids = tokenizer.encode(["good film", "bad", "superb dull"], extended)
-    np.testing.assert_array_equal(ids[0], tokenizer.encode(["good film"], fitted)[0])  # training ids kept
-    np.testing.assert_array_equal(ids[1:], [[0, 0, 0, 6], [0, 0, 7, 1]])
-    assert tokenizer.extended(fitted, glove_ranked, extra_words=0) == fitted
-
-
 def test_tokenizer_refuses_an_artifact_it_did_not_write():
     with pytest.raises(ValueError, match="not a tokenizer of this pipeline"):
         tokenizer.encode(["x"], {"vocabulary": ["x"], "max_length": 3})
@@ -100,12 +87,8 @@ def test_lstm_has_the_same_parameters_in_both_frameworks_and_starts_from_glove()
     assert not keras_model.get_layer("embedding").trainable and not torch_model.embedding.weight.requires_grad
     ids = torch.tensor([[0, 0, 2, 3, 4, 1]])
     assert torch_model(ids).shape == (1, 1)
-    with pytest.raises(ValueError, match="embedding_dim is 4: set it to 5"):
-        nets.torch_glove_lstm(spec, _Train, {"weights": np.zeros((7, 5), np.float32)})
-    # The GloVe models' tokenizer has words of its own: the matrix's rows are its ids, not spec's.
-    larger = {"weights": np.zeros((9, 4), np.float32)}
-    assert nets.torch_glove_lstm(spec, _Train, larger).embedding.weight.shape == (9, 4)
-    assert nets.keras_glove_lstm(spec, _Train, larger).get_layer("embedding").input_dim == 9
+    with pytest.raises(ValueError, match="embedding_dim"):
+        nets.torch_glove_lstm({**spec, "n_ids": 8}, _Train, glove)
 
 
 def test_confidently_wrong_table_is_a_png_of_the_surest_mistakes():
