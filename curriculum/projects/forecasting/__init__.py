@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from curriculum.config import DownloadConfig, NonNegativeInt, PositiveInt, ProjectConfig, Section, TrainConfig
+from curriculum.config import NonNegativeInt, PositiveInt, ProjectConfig, Section, TrainConfig
 from curriculum.layout import Arrays, ProcessedData
 from curriculum.projects.base import DataSource, Project
 from curriculum.projects.forecasting import series, sources
