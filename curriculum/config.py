@@ -11,14 +11,14 @@ from __future__ import annotations
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "ConfigError", "Section", "Variant", "DownloadConfig", "EarlyStopping", "ReduceLR", "TrainConfig", "ExportConfig",
-    "ProjectConfig", "Fraction", "PositiveInt", "PositiveFloat", "NonNegativeInt", "read_params", "parse_section",
+    "ProjectConfig", "TuneConfig", "FloatRange", "IntRange", "Choices", "SpaceEntry", "Fraction", "PositiveInt", "PositiveFloat", "NonNegativeInt", "read_params", "parse_section",
 ]
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -102,6 +102,62 @@ class ExportConfig(Section):
     parity_examples: PositiveInt | None  # check parity on the first N test examples; null = all
 
 
+# --------------------------------------------------------------------------- tuning (curriculum/tuning.py)
+
+
+class _Range(Section):
+    log: bool  # sample on a log scale (learning rates, widths)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale needs low > 0, not {self.low}")
+        return self
+
+
+class FloatRange(_Range):
+    type: Literal["float"]
+    low: float
+    high: float
+
+
+class IntRange(_Range):
+    type: Literal["int"]
+    low: int
+    high: int
+
+
+class Choices(Section):
+    type: Literal["categorical"]
+    choices: Annotated[list[Union[bool, int, float, str, None]], Field(min_length=2)]
+
+
+SpaceEntry = Annotated[Union[FloatRange, IntRange, Choices], Field(discriminator="type")]
+
+
+class MedianPruning(Section):
+    """Optuna's median pruner: a trial stops at an epoch when its monitored value is worse than the
+    median of the earlier trials at that epoch, once ``startup_trials`` trials have finished and
+    after ``warmup_epochs`` epochs of its own."""
+
+    startup_trials: NonNegativeInt
+    warmup_epochs: NonNegativeInt
+
+
+class TuneConfig(Section):
+    """A project's hyperparameter study: which variant, how many trials, how many side by side,
+    where the study is stored, the pruner, and the search space over the variant's train keys."""
+
+    variant: str
+    trials: PositiveInt
+    workers: PositiveInt  # trials run side by side
+    storage: str | None  # an Optuna storage URL; null: a SQLite file beside the repository's other state
+    pruning: MedianPruning
+    space: Annotated[dict[str, SpaceEntry], Field(min_length=1)]
+
+
 class ProjectConfig(Section):
     """The keys every project section has; a project subclasses it (and these sections) with its own
     keys, and adds its ``validate`` and ``preprocess`` sections."""
@@ -114,6 +170,7 @@ class ProjectConfig(Section):
     baselines: Section
     evaluate: Section
     export: ExportConfig
+    tune: TuneConfig | None  # the project's hyperparameter study (python -m pipeline tune); null: none
 
     def variant_train(self, variant: str) -> TrainConfig:
         """The train section one variant trains with: the project's, with the variant's own keys

@@ -1,0 +1,86 @@
+"""What a hyperparameter study searches and optimises, as pure functions over a project's params.
+
+A project's ``tune`` section (``params.yaml``) names the variant to tune and its search space: a
+range or a list of choices per key of the variant's ``train`` section. A trial's values become
+that variant's train overrides (``<project>.variants.<variant>.train.<key>``), so a trial is an
+ordinary params change: DVC reruns only what depends on it, and ``dvc exp apply`` of the best
+trial leaves a workspace that a plain ``dvc repro`` reproduces.
+
+The objective is the value the training loop itself monitors on the validation split (the
+validation loss, or the task's epoch metric with ``train.monitor: metric``), in the direction
+that loop calls better: what picks the kept epoch is what picks the kept trial. The test split
+is never read.
+
+Space entries, by ``type``::
+
+    learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+    units: {type: int, low: 16, high: 128, log: true}
+    batch_size: {type: categorical, choices: [32, 64, 128]}
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Mapping
+
+from curriculum.config import Choices, ConfigError, FloatRange, IntRange, ProjectConfig, SpaceEntry, TuneConfig
+from curriculum.frameworks.epochs import monitored
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["check_space", "objective", "suggest", "dvc_overrides"]
+
+
+def check_space(tune: TuneConfig, config: ProjectConfig, where: str) -> None:
+    """Refuse a space the variant's train section cannot take: an unknown variant or key, or a
+    range end that the section itself rejects (``epochs: 0``), each named under ``where``."""
+    if tune.variant not in config.variants:
+        raise ConfigError(f"{where}.variant: {tune.variant!r} is not one of the project's variants "
+                          f"({', '.join(config.variants)})")
+    keys = type(config.train).model_fields
+    problems = [f"{where}.space.{key}: not a train key; train has {', '.join(keys)}"
+                for key in tune.space if key not in keys]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    for key, entry in tune.space.items():
+        values = entry.choices if isinstance(entry, Choices) else (entry.low, entry.high)
+        for value in values:
+            try:
+                _variant_train_with(config, tune.variant, {key: value})
+            except ConfigError as error:
+                raise ConfigError(f"{where}.space.{key}: {value!r} is not a valid value: {error}") from None
+
+
+def _variant_train_with(config: ProjectConfig, variant: str, values: Mapping[str, Any]):
+    """The variant's train section with ``values`` among its overrides, checked like the section."""
+    base = config.variants[variant]
+    trial_variant = base.model_copy(update={"train": {**base.train, **values}})
+    return config.model_copy(update={"variants": {**config.variants, variant: trial_variant}}).variant_train(variant)
+
+
+def objective(tune: TuneConfig, config: ProjectConfig, task: Any) -> tuple[str, str]:
+    """The validation value a trial is scored by, as the training loop logs it (``val_loss``,
+    ``val_accuracy``...), and Optuna's direction for it."""
+    name, mode = monitored(config.variant_train(tune.variant), task)
+    return name, "maximize" if mode == "max" else "minimize"
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, SpaceEntry]) -> dict[str, Any]:
+    """One value per space key, drawn by the study's sampler (keys in sorted order, so a seeded
+    sampler draws the same values whatever order params.yaml lists them in)."""
+    values: dict[str, Any] = {}
+    for key in sorted(space):
+        entry = space[key]
+        if isinstance(entry, FloatRange):
+            values[key] = trial.suggest_float(key, entry.low, entry.high, log=entry.log)
+        elif isinstance(entry, IntRange):
+            values[key] = trial.suggest_int(key, entry.low, entry.high, log=entry.log)
+        else:
+            values[key] = trial.suggest_categorical(key, entry.choices)
+    return values
+
+
+def dvc_overrides(project: str, variant: str, values: Mapping[str, Any]) -> list[str]:
+    """``dvc exp run --set-param`` arguments that make ``values`` the variant's train overrides."""
+    # JSON scalars are YAML, and a float's JSON is its exact repr: the trial runs what was drawn.
+    return [f"{project}.variants.{variant}.train.{key}={json.dumps(value)}" for key, value in sorted(values.items())]
