@@ -19,8 +19,10 @@ Space entries, by ``type``::
 """
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import TYPE_CHECKING, Any, Mapping
+import os
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from curriculum.config import Choices, ConfigError, FloatRange, IntRange, ProjectConfig, SpaceEntry, TuneConfig
 from curriculum.frameworks.epochs import monitored
@@ -28,7 +30,17 @@ from curriculum.frameworks.epochs import monitored
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["check_space", "objective", "suggest", "dvc_overrides"]
+__all__ = ["check_space", "objective", "suggest", "dvc_overrides", "trial_environment", "trial_reports",
+           "TrialPruned", "PRUNED_EXIT"]
+
+# How ``pipeline tune`` tells a trial's train stage which Optuna trial it is (the stage runs in a
+# ``dvc exp run --temp`` copy of the repository, which passes the environment through).
+TRIAL_ENV = {"storage": "DLC_TUNE_STORAGE", "study": "DLC_TUNE_STUDY", "trial": "DLC_TUNE_TRIAL_ID"}
+PRUNED_EXIT = 77  # the train stage's exit status when the pruner stopped it: not a failure of the trial
+
+
+class TrialPruned(Exception):
+    """The study's pruner stopped this trial at an epoch: its curve was worse than the median."""
 
 
 def check_space(tune: TuneConfig, config: ProjectConfig, where: str) -> None:
@@ -84,3 +96,40 @@ def dvc_overrides(project: str, variant: str, values: Mapping[str, Any]) -> list
     """``dvc exp run --set-param`` arguments that make ``values`` the variant's train overrides."""
     # JSON scalars are YAML, and a float's JSON is its exact repr: the trial runs what was drawn.
     return [f"{project}.variants.{variant}.train.{key}={json.dumps(value)}" for key, value in sorted(values.items())]
+
+
+def trial_environment(storage: str, study: str, trial_id: int) -> dict[str, str]:
+    """The environment variables that make a train stage report to trial ``trial_id``."""
+    return {TRIAL_ENV["storage"]: storage, TRIAL_ENV["study"]: study, TRIAL_ENV["trial"]: str(trial_id)}
+
+
+@contextlib.contextmanager
+def trial_reports(live: Any, monitor: str) -> Iterator[None]:
+    """When this run is a study's trial (:func:`trial_environment` is set), report the monitored
+    validation value (``val_loss``, ``val_accuracy``...) to Optuna after every epoch the back end
+    logs to DVCLive, and raise :class:`TrialPruned` when the pruner says stop. Otherwise nothing.
+
+    Both back ends end an epoch with ``live.next_step()`` after logging ``eval/<name>`` (Keras
+    through DVCLive's callback), so wrapping that one call serves every framework."""
+    if not os.environ.get(TRIAL_ENV["storage"]):
+        yield
+        return
+    import optuna
+
+    study = optuna.load_study(study_name=os.environ[TRIAL_ENV["study"]], storage=os.environ[TRIAL_ENV["storage"]])
+    trial = optuna.trial.Trial(study, int(os.environ[TRIAL_ENV["trial"]]))
+    name = monitor.removeprefix("val_")
+    next_step = live.next_step
+
+    def next_step_reporting() -> None:
+        epoch, value = live.step, float(live.summary["eval"][name])
+        next_step()
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise TrialPruned(f"pruned after epoch {epoch}: {monitor} {value:.4f}")
+
+    live.next_step = next_step_reporting
+    try:
+        yield
+    finally:
+        live.next_step = next_step
