@@ -94,8 +94,9 @@ def suggest(trial: optuna.Trial, space: Mapping[str, SpaceEntry]) -> dict[str, A
 
 def dvc_overrides(project: str, variant: str, values: Mapping[str, Any]) -> list[str]:
     """``dvc exp run --set-param`` arguments that make ``values`` the variant's train overrides."""
-    # JSON scalars are YAML, and a float's JSON is its exact repr: the trial runs what was drawn.
-    return [f"{project}.variants.{variant}.train.{key}={json.dumps(value)}" for key, value in sorted(values.items())]
+    # ``++``: set the key whether or not the variant already overrides it (Hydra's override
+    # grammar, which DVC uses). JSON scalars are YAML, and a float's JSON is its exact repr.
+    return [f"++{project}.variants.{variant}.train.{key}={json.dumps(value)}" for key, value in sorted(values.items())]
 
 
 def trial_environment(storage: str, study: str, trial_id: int) -> dict[str, str]:

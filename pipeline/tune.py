@@ -174,6 +174,10 @@ def run_study(repo_root: Path, project_name: str, variant: str | None = None, tr
 
 def best_summary(study: Any) -> str:
     """The best trial's experiment, value and params, and how to take them."""
+    import optuna
+
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return "no trial completed: see the failed trials' output above"
     best = study.best_trial
     experiment = f"{study.study_name}-{best.number:03d}"
     params = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"

@@ -40,7 +40,7 @@ def test_a_space_parses_by_type_and_every_draw_is_a_valid_train_section(image_cl
         assert 1e-4 <= values["learning_rate"] <= 1e-2 and values["batch_size"] in (32, 64, 128)
         assert isinstance(values["epochs"], int) and 2 <= values["epochs"] <= 8
         overrides = dvc_overrides("image_classification", "torch", values)
-        assert overrides[0] == f"image_classification.variants.torch.train.batch_size={values['batch_size']}"
+        assert overrides[0] == f"++image_classification.variants.torch.train.batch_size={values['batch_size']}"
         # what DVC will write into params.yaml is exactly what was drawn
         assert json.loads(overrides[2].split("=", 1)[1]) == values["learning_rate"]
 
