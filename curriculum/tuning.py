@@ -30,7 +30,7 @@ from curriculum.frameworks.epochs import monitored
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["check_space", "objective", "suggest", "dvc_overrides", "trial_environment", "trial_reports",
+__all__ = ["check_space", "objective", "suggest", "dvc_overrides", "median_pruner", "trial_environment", "trial_reports",
            "TrialPruned", "PRUNED_EXIT"]
 
 # How ``pipeline tune`` tells a trial's train stage which Optuna trial it is (the stage runs in a
@@ -104,8 +104,17 @@ def trial_environment(storage: str, study: str, trial_id: int) -> dict[str, str]
     return {TRIAL_ENV["storage"]: storage, TRIAL_ENV["study"]: study, TRIAL_ENV["trial"]: str(trial_id)}
 
 
+def median_pruner(tune: TuneConfig) -> optuna.pruners.MedianPruner:
+    """The study's pruner, built from params wherever it is needed: Optuna keeps no pruner in its
+    storage, so the train stage's process, which asks it, builds the same one."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=tune.pruning.startup_trials,
+                                       n_warmup_steps=tune.pruning.warmup_epochs)
+
+
 @contextlib.contextmanager
-def trial_reports(live: Any, monitor: str) -> Iterator[None]:
+def trial_reports(live: Any, monitor: str, tune: TuneConfig | None) -> Iterator[None]:
     """When this run is a study's trial (:func:`trial_environment` is set), report the monitored
     validation value (``val_loss``, ``val_accuracy``...) to Optuna after every epoch the back end
     logs to DVCLive, and raise :class:`TrialPruned` when the pruner says stop. Otherwise nothing.
@@ -117,7 +126,11 @@ def trial_reports(live: Any, monitor: str) -> Iterator[None]:
         return
     import optuna
 
-    study = optuna.load_study(study_name=os.environ[TRIAL_ENV["study"]], storage=os.environ[TRIAL_ENV["storage"]])
+    if tune is None:
+        raise ConfigError(f"this run is a trial of study {os.environ[TRIAL_ENV['study']]}, "
+                          "but the project's params declare no tune section")
+    study = optuna.load_study(study_name=os.environ[TRIAL_ENV["study"]], storage=os.environ[TRIAL_ENV["storage"]],
+                              pruner=median_pruner(tune))
     trial = optuna.trial.Trial(study, int(os.environ[TRIAL_ENV["trial"]]))
     name = monitor.removeprefix("val_")
     next_step = live.next_step

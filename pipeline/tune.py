@@ -89,9 +89,7 @@ def create_study(config: Any, tune: TuneConfig, direction: str, storage: str, na
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         study_name=name, storage=storage, direction=direction, load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=tune.pruning.startup_trials,
-                                           n_warmup_steps=tune.pruning.warmup_epochs),
+        sampler=optuna.samplers.TPESampler(seed=config.seed), pruner=tuning.median_pruner(tune),
     )
 
 

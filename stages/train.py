@@ -65,7 +65,7 @@ def main() -> None:
     staged_model = staging_dir(args.model_dir)  # the back end writes the final model here, at the end only
     started = time.perf_counter()
     try:
-        with checkpoints.live() as live, tuning.trial_reports(live, monitored(train, project.task)[0]):
+        with checkpoints.live() as live, tuning.trial_reports(live, monitored(train, project.task)[0], config.tune):
             backend.fit(model, model_data, project.task, train, config.seed, staged_model, live, checkpoints)
     except tuning.TrialPruned as pruned:
         print(f"{args.project}/{args.variant}: {pruned}", flush=True)
