@@ -8,6 +8,7 @@ one line per problem naming the key and what is allowed. Values come in strictly
 """
 from __future__ import annotations
 
+import re
 import types
 import typing
 from pathlib import Path
@@ -185,10 +186,21 @@ class ProjectConfig(Section):
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where ``1e-05`` (no dot) is a string; DVC writes params with a YAML
+    1.2 library, which writes such floats so (``dvc exp run -S`` does), and people type them so.
+    This loader reads them as the numbers they are."""
+
+
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$"
+    r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"), list("-+0123456789."))
+
+
 def read_params(params_path: str | Path) -> dict[str, Any]:
     path = Path(params_path)
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return yaml.load(path.read_text(), Loader=_ParamsLoader) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such params file") from None
     except yaml.YAMLError as error:
