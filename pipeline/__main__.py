@@ -80,7 +80,7 @@ def main() -> None:
 
         from curriculum.config import ConfigError
         from pipeline.flows import start_ephemeral_api
-        from pipeline.tune import best_summary, run_study
+        from pipeline.tune import best_summary, experiment_name, run_study
 
         start_ephemeral_api()
         try:
@@ -90,7 +90,7 @@ def main() -> None:
             raise SystemExit(str(error)) from None
         print(best_summary(study))
         if args.apply_best:
-            command, env = dvc_bridge.venv_dvc("exp", "apply", f"{study.study_name}-{study.best_trial.number:03d}")
+            command, env = dvc_bridge.venv_dvc("exp", "apply", experiment_name(study, study.best_trial.number))
             subprocess.run(command, cwd=args.repo, env=env, check=True)
     elif args.command == "serve":
         from pipeline.deployments import serve_deployments

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+from datetime import datetime, timezone
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from curriculum.projects import get_project
 from pipeline import dvc_bridge
 
 TUNE_DIR = "tune"  # SQLite studies; git-ignored
+EXPERIMENT_PREFIX = "experiment_prefix"  # the study's user attribute naming its trials' experiments
 TAIL_LINES = 20
 
 
@@ -87,10 +89,19 @@ def create_study(config: Any, tune: TuneConfig, direction: str, storage: str, na
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name, storage=storage, direction=direction, load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=config.seed), pruner=tuning.median_pruner(tune),
     )
+    if EXPERIMENT_PREFIX not in study.user_attrs:  # a new study: its experiments get names no other study had
+        study.set_user_attr(EXPERIMENT_PREFIX, f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+    return study
+
+
+def experiment_name(study: Any, number: int) -> str:
+    """The DVC experiment of trial ``number``: unique across studies, also a deleted and remade one,
+    since ``dvc exp apply`` takes a name only when one experiment has it."""
+    return f"{study.user_attrs[EXPERIMENT_PREFIX]}-t{number:03d}"
 
 
 def _trial_record(trial: Any) -> dict[str, Any]:
@@ -104,7 +115,7 @@ def trial(repo_root: str, project: str, variant: str, storage: str, name: str, s
     study = _study(storage, name)
     asked = study.ask()
     values = tuning.suggest(asked, space)
-    experiment = f"{name}-{asked.number:03d}"
+    experiment = experiment_name(study, asked.number)
     print(f"trial {asked.number} ({experiment}): {values}", flush=True)
     # The Trial object of the train stage's process is rebuilt from this id (Optuna's storage key).
     environment = tuning.trial_environment(storage, name, asked._trial_id)
@@ -177,7 +188,7 @@ def best_summary(study: Any) -> str:
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         return "no trial completed: see the failed trials' output above"
     best = study.best_trial
-    experiment = f"{study.study_name}-{best.number:03d}"
+    experiment = experiment_name(study, best.number)
     params = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
                        for key, value in sorted(best.params.items()))
     return (f"best: trial {best.number} ({experiment}), {best.value:.4f}: {params}\n"
