@@ -174,10 +174,12 @@ def run_study(repo_root: Path, project_name: str, variant: str | None = None, tr
     def tune_flow() -> list[Any]:
         futures = [trial_task.submit(str(repo_root), project_name, tune.variant, storage, name, tune.space, direction)
                    for _ in range(todo)]
-        return [future.result(raise_on_failure=False) for future in futures]
+        results = [future.result(raise_on_failure=False) for future in futures]
+        plots = write_study_plots(study, repo_root / TUNE_DIR / name)
+        publish_study(study, plots)
+        return results
 
-    if todo:
-        tune_flow()
+    tune_flow()
     return study
 
 
@@ -193,3 +195,42 @@ def best_summary(study: Any) -> str:
                        for key, value in sorted(best.params.items()))
     return (f"best: trial {best.number} ({experiment}), {best.value:.4f}: {params}\n"
             f"take it: dvc exp apply {experiment} && dvc repro")
+
+
+def write_study_plots(study: Any, directory: Path) -> list[Path]:
+    """Optuna's own views of the study as PNGs: the optimisation history, the parameters'
+    importances (once two trials completed) and the parallel coordinates of every trial."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as views
+
+    directory.mkdir(parents=True, exist_ok=True)
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    plots = {"optimization_history.png": views.plot_optimization_history,
+             "parallel_coordinate.png": views.plot_parallel_coordinate}
+    if len(completed) >= 2:
+        plots["param_importances.png"] = views.plot_param_importances
+    written = []
+    for file_name, plot in plots.items():
+        axes = plot(study)
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        written.append(directory / file_name)
+    return written
+
+
+def publish_study(study: Any, plots: list[Path]) -> None:
+    """The trials as a Prefect table artifact and the best trial as a markdown one."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    key = study.study_name.lower()
+    rows = [{"trial": t.number, "experiment": experiment_name(study, t.number), "state": t.state.name.lower(),
+             "value": t.value, **t.params} for t in study.get_trials(deepcopy=False)]
+    create_table_artifact(rows, key=f"{key}-trials", description=f"every trial of study {study.study_name}")
+    create_markdown_artifact("\n\n".join([best_summary(study).replace("\n", "  \n"),
+                                          "Plots: " + ", ".join(f"`{path}`" for path in plots)]),
+                             key=f"{key}-best", description=f"the best trial of study {study.study_name}")
