@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import warnings
 from datetime import datetime, timezone
 from collections import deque
 from pathlib import Path
@@ -215,7 +216,9 @@ def write_study_plots(study: Any, directory: Path) -> list[Path]:
         plots["param_importances.png"] = views.plot_param_importances
     written = []
     for file_name, plot in plots.items():
-        axes = plot(study)
+        with warnings.catch_warnings():  # Optuna marks its matplotlib views experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            axes = plot(study)
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
         figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")
         plt.close(figure)
