@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup run test test-slow flow bench clean
+.PHONY: setup run test test-slow flow tune bench clean
 
 setup: $(VENV)/.installed build/plots_page.html
 
@@ -50,6 +50,10 @@ test-slow: setup
 PROJECT ?= image_classification
 flow: setup
 	python -m pipeline run $(PROJECT)
+
+# An Optuna study over the project's `tune` params, every trial a DVC experiment (`dvc exp show`).
+tune: setup
+	python -m pipeline tune $(PROJECT)
 
 bench: setup
 	python bench/train_step.py
