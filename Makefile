@@ -38,13 +38,16 @@ run: setup
 	python -m pipeline summary
 
 # pytest exits 5 when a selection collects no test: that is not a failure of the suite.
-# The plots-page test opens the page in Debian's headless Chromium: installed here if missing.
+# The plots-page test opens the page in Debian's headless Chromium and the study tests start their
+# own PostgreSQL server: both installed here from Debian's packages if missing.
 test: setup
 	sh scripts/install_browser.sh
+	sh scripts/install_postgres.sh
 	python -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-slow: setup
 	sh scripts/install_browser.sh
+	sh scripts/install_postgres.sh
 	python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 PROJECT ?= image_classification

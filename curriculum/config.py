@@ -139,8 +139,8 @@ SpaceEntry = Annotated[Union[FloatRange, IntRange, Choices], Field(discriminator
 
 
 class MedianPruning(Section):
-    """Optuna's median pruner: a trial stops at an epoch when its monitored value is worse than the
-    median of the earlier trials at that epoch, once ``startup_trials`` trials have finished and
+    """Optuna's median pruner: a trial stops at an epoch when its value of the study's metric is worse
+    than the median of the earlier trials at that epoch, once ``startup_trials`` trials have finished and
     after ``warmup_epochs`` epochs of its own."""
 
     startup_trials: NonNegativeInt
@@ -149,9 +149,13 @@ class MedianPruning(Section):
 
 class TuneConfig(Section):
     """A project's hyperparameter study: which variant, how many trials, how many side by side,
-    where the study is stored, the pruner, and the search space over the variant's train keys."""
+    where the study is stored, the validation value it optimises, the pruner, and the search space
+    over the variant's train keys."""
 
     variant: str
+    # What the study optimises: ``val_loss`` or ``val_<the task's epoch metric>``, at the epoch the
+    # trial's model keeps; null: the value the training loop itself monitors.
+    metric: str | None
     trials: PositiveInt
     workers: PositiveInt  # trials run side by side
     storage: str | None  # an Optuna storage URL; null: a SQLite file beside the repository's other state

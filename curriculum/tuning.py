@@ -6,10 +6,10 @@ that variant's train overrides (``<project>.variants.<variant>.train.<key>``), s
 ordinary params change: DVC reruns only what depends on it, and ``dvc exp apply`` of the best
 trial leaves a workspace that a plain ``dvc repro`` reproduces.
 
-The objective is the value the training loop itself monitors on the validation split (the
-validation loss, or the task's epoch metric with ``train.monitor: metric``), in the direction
-that loop calls better: what picks the kept epoch is what picks the kept trial. The test split
-is never read.
+The objective is a validation value the training loop logs every epoch (``tune.metric``:
+``val_loss`` or ``val_<the task's epoch metric>``; null: the one the loop monitors), taken at the
+epoch the trial's model keeps (:func:`kept_epoch_value`), so a trial is scored by the model it
+would ship. The test split is never read.
 
 Space entries, by ``type``::
 
@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from curriculum.config import Choices, ConfigError, FloatRange, IntRange, ProjectConfig, SpaceEntry, TuneConfig
-from curriculum.frameworks.epochs import monitored
+from curriculum.frameworks.epochs import monitored, validation_values
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["check_space", "objective", "suggest", "dvc_overrides", "median_pruner", "trial_environment", "trial_reports",
+__all__ = ["check_space", "trial_train", "objective", "kept_epoch_value", "committed_values", "suggest", "dvc_overrides", "median_pruner", "trial_environment", "trial_reports",
            "TrialPruned", "PRUNED_EXIT"]
 
 # How ``pipeline tune`` tells a trial's train stage which Optuna trial it is (the stage runs in a
@@ -58,23 +59,55 @@ def check_space(tune: TuneConfig, config: ProjectConfig, where: str) -> None:
         values = entry.choices if isinstance(entry, Choices) else (entry.low, entry.high)
         for value in values:
             try:
-                _variant_train_with(config, tune.variant, {key: value})
+                trial_train(config, tune.variant, {key: value})
             except ConfigError as error:
                 raise ConfigError(f"{where}.space.{key}: {value!r} is not a valid value: {error}") from None
 
 
-def _variant_train_with(config: ProjectConfig, variant: str, values: Mapping[str, Any]):
-    """The variant's train section with ``values`` among its overrides, checked like the section."""
+def trial_train(config: ProjectConfig, variant: str, values: Mapping[str, Any]) -> Any:
+    """The train section a trial of ``variant`` trains with: ``values`` among the variant's overrides,
+    checked like the section itself."""
     base = config.variants[variant]
     trial_variant = base.model_copy(update={"train": {**base.train, **values}})
     return config.model_copy(update={"variants": {**config.variants, variant: trial_variant}}).variant_train(variant)
 
 
-def objective(tune: TuneConfig, config: ProjectConfig, task: Any) -> tuple[str, str]:
+def objective(tune: TuneConfig, config: ProjectConfig, task: Any, where: str) -> tuple[str, str]:
     """The validation value a trial is scored by, as the training loop logs it (``val_loss``,
-    ``val_accuracy``...), and Optuna's direction for it."""
-    name, mode = monitored(config.variant_train(tune.variant), task)
-    return name, "maximize" if mode == "max" else "minimize"
+    ``val_accuracy``...), and Optuna's direction for it; a name the task does not log is refused."""
+    logged = validation_values(task)
+    name = tune.metric or monitored(config.variant_train(tune.variant), task)[0]
+    if name not in logged:
+        raise ConfigError(f"{where}.metric: {name!r} is not a validation value the task logs every epoch "
+                          f"({', '.join(logged)})")
+    return name, "maximize" if logged[name] == "max" else "minimize"
+
+
+def kept_epoch_value(monitored_curve: Sequence[float], objective_curve: Sequence[float], mode: str) -> tuple[int, float]:
+    """The epoch a run keeps and the objective's value there. The kept epoch is the last strict
+    improvement of the monitored value (``mode``: ``"min"``/``"max"``; a NaN never improves), the
+    rule both back ends' checkpointing follows."""
+    sign = -1.0 if mode == "max" else 1.0
+    best, kept = math.inf, None
+    for epoch, value in enumerate(monitored_curve):
+        if sign * value < best:
+            best, kept = sign * value, epoch
+    if kept is None:
+        raise ValueError("no epoch has a monitored value to keep (every value NaN, or no epoch)")
+    return kept, objective_curve[kept]
+
+
+def committed_values(tune: TuneConfig, config: ProjectConfig) -> dict[str, Any] | None:
+    """The variant's train values for the space's keys, when every one lies inside the space: a
+    study's first trial, so its table says whether any trial beat what is committed."""
+    train = config.variant_train(tune.variant)
+    values = {key: getattr(train, key) for key in sorted(tune.space)}
+    for key, entry in tune.space.items():
+        value = values[key]
+        inside = value in entry.choices if isinstance(entry, Choices) else entry.low <= value <= entry.high
+        if not inside:
+            return None
+    return values
 
 
 def suggest(trial: optuna.Trial, space: Mapping[str, SpaceEntry]) -> dict[str, Any]:
@@ -114,10 +147,10 @@ def median_pruner(tune: TuneConfig) -> optuna.pruners.MedianPruner:
 
 
 @contextlib.contextmanager
-def trial_reports(live: Any, monitor: str, tune: TuneConfig | None) -> Iterator[None]:
-    """When this run is a study's trial (:func:`trial_environment` is set), report the monitored
-    validation value (``val_loss``, ``val_accuracy``...) to Optuna after every epoch the back end
-    logs to DVCLive, and raise :class:`TrialPruned` when the pruner says stop. Otherwise nothing.
+def trial_reports(live: Any, config: ProjectConfig, train: Any, task: Any) -> Iterator[None]:
+    """When this run is a study's trial (:func:`trial_environment` is set), report the study's
+    validation value to Optuna after every epoch the back end logs to DVCLive, and raise
+    :class:`TrialPruned` when the pruner says stop. Otherwise nothing.
 
     Both back ends end an epoch with ``live.next_step()`` after logging ``eval/<name>`` (Keras
     through DVCLive's callback), so wrapping that one call serves every framework."""
@@ -126,21 +159,22 @@ def trial_reports(live: Any, monitor: str, tune: TuneConfig | None) -> Iterator[
         return
     import optuna
 
+    tune = config.tune
     if tune is None:
         raise ConfigError(f"this run is a trial of study {os.environ[TRIAL_ENV['study']]}, "
                           "but the project's params declare no tune section")
     study = optuna.load_study(study_name=os.environ[TRIAL_ENV["study"]], storage=os.environ[TRIAL_ENV["storage"]],
                               pruner=median_pruner(tune))
     trial = optuna.trial.Trial(study, int(os.environ[TRIAL_ENV["trial"]]))
-    name = monitor.removeprefix("val_")
+    name = tune.metric or monitored(train, task)[0]
     next_step = live.next_step
 
     def next_step_reporting() -> None:
-        epoch, value = live.step, float(live.summary["eval"][name])
+        epoch, value = live.step, float(live.summary["eval"][name.removeprefix("val_")])
         next_step()
         trial.report(value, epoch)
         if trial.should_prune():
-            raise TrialPruned(f"pruned after epoch {epoch}: {monitor} {value:.4f}")
+            raise TrialPruned(f"pruned after epoch {epoch}: {name} {value:.4f}")
 
     live.next_step = next_step_reporting
     try:

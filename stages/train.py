@@ -20,7 +20,6 @@ import curriculum
 import stages
 from curriculum import tuning
 from curriculum.frameworks import get_backend
-from curriculum.frameworks.epochs import monitored
 from curriculum.frameworks.checkpoints import (
     CheckpointMismatch, Checkpoints, fingerprint, publish_dir, publish_live, staging_dir,
 )
@@ -65,7 +64,7 @@ def main() -> None:
     staged_model = staging_dir(args.model_dir)  # the back end writes the final model here, at the end only
     started = time.perf_counter()
     try:
-        with checkpoints.live() as live, tuning.trial_reports(live, monitored(train, project.task)[0], config.tune):
+        with checkpoints.live() as live, tuning.trial_reports(live, config, train, project.task):
             backend.fit(model, model_data, project.task, train, config.seed, staged_model, live, checkpoints)
     except tuning.TrialPruned as pruned:
         print(f"{args.project}/{args.variant}: {pruned}", flush=True)
