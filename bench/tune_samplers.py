@@ -7,7 +7,7 @@ the project's processed data (run ``dvc repro`` first), without DVC and without 
 the sampler differs. Printed: for each seed, how many trials each sampler needed to reach the
 target and its best value after the whole budget; then the medians side by side.
 
-    python bench/tune_samplers.py [--project simple_nn] [--trials 30] [--seeds 0 1 2 3 4] [--target Q]
+    python bench/tune_samplers.py [--project simple_nn] [--trials 40] [--seeds 0 1 ... 9] [--target Q]
 
 The default target is the value that 10% of all the trials of this run reached, whichever sampler
 drew them (a target both samplers can meet, set by what the space holds rather than guessed).
@@ -31,6 +31,7 @@ from curriculum.layout import ProcessedData
 from curriculum.projects import get_project
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+QUIET = 10**9  # train.log_every: no per-epoch lines from hundreds of trials
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
 
 
@@ -38,7 +39,7 @@ def trial_value(project, config, variant: str, data: ProcessedData, values: dict
                 monitor: tuple[str, str]) -> float:
     """Train the variant with ``values`` in its train section; the metric at the kept epoch."""
     settings = config.variants[variant]
-    train = tuning.trial_train(config, variant, values)
+    train = tuning.trial_train(config, variant, {**values, "log_every": QUIET})
     backend = get_backend(settings.framework)
     model_data = project.model_data(data, settings.model)
     backend.set_threads(train.threads)
@@ -64,8 +65,8 @@ def trials_to_reach(values: list[float], target: float, direction: str) -> int |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", default="simple_nn")
-    parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--target", type=float, help="validation value to reach (default: the run's 10%% best)")
     args = parser.parse_args()
 
