@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup run test test-slow flow bench clean
+.PHONY: setup run test test-slow flow tune bench clean
 
 setup: $(VENV)/.installed build/plots_page.html
 
@@ -38,18 +38,25 @@ run: setup
 	python -m pipeline summary
 
 # pytest exits 5 when a selection collects no test: that is not a failure of the suite.
-# The plots-page test opens the page in Debian's headless Chromium: installed here if missing.
+# The plots-page test opens the page in Debian's headless Chromium and the study tests start their
+# own PostgreSQL server: both installed here from Debian's packages if missing.
 test: setup
 	sh scripts/install_browser.sh
+	sh scripts/install_postgres.sh
 	python -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-slow: setup
 	sh scripts/install_browser.sh
+	sh scripts/install_postgres.sh
 	python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 PROJECT ?= image_classification
 flow: setup
 	python -m pipeline run $(PROJECT)
+
+# An Optuna study over the project's `tune` params, every trial a DVC experiment (`dvc exp show`).
+tune: setup
+	python -m pipeline tune $(PROJECT)
 
 bench: setup
 	python bench/train_step.py

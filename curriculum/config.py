@@ -8,17 +8,18 @@ one line per problem naming the key and what is allowed. Values come in strictly
 """
 from __future__ import annotations
 
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "ConfigError", "Section", "Variant", "DownloadConfig", "EarlyStopping", "ReduceLR", "TrainConfig", "ExportConfig",
-    "ProjectConfig", "Fraction", "PositiveInt", "PositiveFloat", "NonNegativeInt", "read_params", "parse_section",
+    "ProjectConfig", "TuneConfig", "FloatRange", "IntRange", "Choices", "SpaceEntry", "Fraction", "PositiveInt", "PositiveFloat", "NonNegativeInt", "read_params", "parse_section",
 ]
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -102,6 +103,66 @@ class ExportConfig(Section):
     parity_examples: PositiveInt | None  # check parity on the first N test examples; null = all
 
 
+# --------------------------------------------------------------------------- tuning (curriculum/tuning.py)
+
+
+class _Range(Section):
+    log: bool  # sample on a log scale (learning rates, widths)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale needs low > 0, not {self.low}")
+        return self
+
+
+class FloatRange(_Range):
+    type: Literal["float"]
+    low: float
+    high: float
+
+
+class IntRange(_Range):
+    type: Literal["int"]
+    low: int
+    high: int
+
+
+class Choices(Section):
+    type: Literal["categorical"]
+    choices: Annotated[list[Union[bool, int, float, str, None]], Field(min_length=2)]
+
+
+SpaceEntry = Annotated[Union[FloatRange, IntRange, Choices], Field(discriminator="type")]
+
+
+class MedianPruning(Section):
+    """Optuna's median pruner: a trial stops at an epoch when its value of the study's metric is worse
+    than the median of the earlier trials at that epoch, once ``startup_trials`` trials have finished and
+    after ``warmup_epochs`` epochs of its own."""
+
+    startup_trials: NonNegativeInt
+    warmup_epochs: NonNegativeInt
+
+
+class TuneConfig(Section):
+    """A project's hyperparameter study: which variant, how many trials, how many side by side,
+    where the study is stored, the validation value it optimises, the pruner, and the search space
+    over the variant's train keys."""
+
+    variant: str
+    # What the study optimises: ``val_loss`` or ``val_<the task's epoch metric>``, at the epoch the
+    # trial's model keeps; null: the value the training loop itself monitors.
+    metric: str | None
+    trials: PositiveInt
+    workers: PositiveInt  # trials run side by side
+    storage: str | None  # an Optuna storage URL; null: a SQLite file beside the repository's other state
+    pruning: MedianPruning
+    space: Annotated[dict[str, SpaceEntry], Field(min_length=1)]
+
+
 class ProjectConfig(Section):
     """The keys every project section has; a project subclasses it (and these sections) with its own
     keys, and adds its ``validate`` and ``preprocess`` sections."""
@@ -114,6 +175,7 @@ class ProjectConfig(Section):
     baselines: Section
     evaluate: Section
     export: ExportConfig
+    tune: TuneConfig | None  # the project's hyperparameter study (python -m pipeline tune); null: none
 
     def variant_train(self, variant: str) -> TrainConfig:
         """The train section one variant trains with: the project's, with the variant's own keys
@@ -128,10 +190,21 @@ class ProjectConfig(Section):
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where ``1e-05`` (no dot) is a string; DVC writes params with a YAML
+    1.2 library, which writes such floats so (``dvc exp run -S`` does), and people type them so.
+    This loader reads them as the numbers they are."""
+
+
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$"
+    r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"), list("-+0123456789."))
+
+
 def read_params(params_path: str | Path) -> dict[str, Any]:
     path = Path(params_path)
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return yaml.load(path.read_text(), Loader=_ParamsLoader) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such params file") from None
     except yaml.YAMLError as error:

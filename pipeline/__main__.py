@@ -18,6 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                      help="stages run side by side where the DAG allows (default %(default)s, as in the "
                           "deployments: DVC's repository lock serialises stages anyway)")
+    tune = commands.add_parser("tune", help="an Optuna study over a project's `tune` params, every trial a DVC "
+                               "experiment (dvc exp show lists them), trials side by side as Prefect tasks")
+    tune.add_argument("project")
+    tune.add_argument("--variant", help="the variant to tune (default: the tune section's)")
+    tune.add_argument("--trials", type=int, help="trials in all, finished ones included (default: the section's)")
+    tune.add_argument("--workers", type=int, help="trials at once (default: the section's)")
+    tune.add_argument("--storage", help="Optuna storage URL (default: the section's, else tune/<project>.db)")
+    tune.add_argument("--apply-best", action="store_true", help="dvc exp apply the best trial to the workspace")
     commands.add_parser("serve", help="serve the scheduled deployments in prefect.yaml until stopped")
     sync = commands.add_parser("sync", help="derive params.yaml's project/variant lists, dvc.yaml's plots and "
                                             "prefect.yaml's deployments from the project sections")
@@ -67,6 +75,23 @@ def main() -> None:
             flow(project=args.project.replace("-", "_"), repo_root=str(args.repo))
         except dvc_bridge.StageFailed as failure:  # its message carries the stage's own last lines
             raise SystemExit(f"flow {args.project} failed: {failure}") from None
+    elif args.command == "tune":
+        import subprocess
+
+        from curriculum.config import ConfigError
+        from pipeline.flows import start_ephemeral_api
+        from pipeline.tune import best_summary, experiment_name, run_study
+
+        start_ephemeral_api()
+        try:
+            study = run_study(args.repo, args.project.replace("-", "_"), args.variant, args.trials, args.workers,
+                              args.storage)
+        except ConfigError as error:
+            raise SystemExit(str(error)) from None
+        print(best_summary(study))
+        if args.apply_best:
+            command, env = dvc_bridge.venv_dvc("exp", "apply", experiment_name(study, study.best_trial.number))
+            subprocess.run(command, cwd=args.repo, env=env, check=True)
     elif args.command == "serve":
         from pipeline.deployments import serve_deployments
         from pipeline.flows import start_ephemeral_api

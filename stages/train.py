@@ -18,6 +18,7 @@ from pathlib import Path
 
 import curriculum
 import stages
+from curriculum import tuning
 from curriculum.frameworks import get_backend
 from curriculum.frameworks.checkpoints import (
     CheckpointMismatch, Checkpoints, fingerprint, publish_dir, publish_live, staging_dir,
@@ -62,8 +63,12 @@ def main() -> None:
               flush=True)
     staged_model = staging_dir(args.model_dir)  # the back end writes the final model here, at the end only
     started = time.perf_counter()
-    with checkpoints.live() as live:
-        backend.fit(model, model_data, project.task, train, config.seed, staged_model, live, checkpoints)
+    try:
+        with checkpoints.live() as live, tuning.trial_reports(live, config, train, project.task):
+            backend.fit(model, model_data, project.task, train, config.seed, staged_model, live, checkpoints)
+    except tuning.TrialPruned as pruned:
+        print(f"{args.project}/{args.variant}: {pruned}", flush=True)
+        sys.exit(tuning.PRUNED_EXIT)
     seconds = time.perf_counter() - started
     write_model_meta(staged_model, meta)
     publish_dir(staged_model, args.model_dir)

@@ -47,4 +47,13 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL server on loopback for the session (tests/postgres.py), stopped afterwards."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
 __all__ = ["REPO_ROOT"]

@@ -113,3 +113,12 @@ def test_bad_variant_train_keys_are_named_under_the_variant(tmp_path, override, 
     with pytest.raises(ConfigError) as error:
         get_project("transfer_learning").load_config(path)
     assert expected in str(error.value), str(error.value)
+
+
+def test_floats_without_a_dot_read_as_numbers(tmp_path):
+    """YAML 1.2 writers (DVC's ``exp run -S``) and people write ``1e-05``: PyYAML alone reads a string."""
+    from curriculum.config import read_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("a: 1e-05\nb: -2.5E+3\nc: '1e-05'\nd: 7\n")
+    assert read_params(path) == {"a": 1e-05, "b": -2500.0, "c": "1e-05", "d": 7}

@@ -69,9 +69,13 @@ class EpochEnd:
         return False
 
 
+def validation_values(task: Any) -> dict[str, str]:
+    """The validation values every training loop logs per epoch, as Keras names them (``val_loss``,
+    ``val_<metric>``), each with whether better is ``"min"`` or ``"max"`` (Keras' callback modes)."""
+    return {"val_loss": "min", f"val_{task.epoch_metric}": "max" if task.epoch_metric_higher_is_better else "min"}
+
+
 def monitored(train: Any, task: Any) -> tuple[str, str]:
-    """The monitored validation value, as Keras names it (``val_loss`` or ``val_<metric>``), and
-    whether better is ``"min"`` or ``"max"`` (Keras' callback modes)."""
-    if train.monitor == "loss":
-        return "val_loss", "min"
-    return f"val_{task.epoch_metric}", "max" if task.epoch_metric_higher_is_better else "min"
+    """The validation value that picks the kept epoch and stops early, and its mode."""
+    name = "val_loss" if train.monitor == "loss" else f"val_{task.epoch_metric}"
+    return name, validation_values(task)[name]
