@@ -96,14 +96,14 @@ def main() -> None:
                 study.tell(trial, value)
                 values.append(value)
             curves[name, seed] = values
-            print(f"{name:>6} seed {seed}: best {metric} {min(values) if direction == 'minimize' else max(values):.4f} "
+            print(f"{name:>6} seed {seed}: best {metric} {min(values) if direction == 'minimize' else max(values):.3g} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
 
     every = sorted(value for values in curves.values() for value in values)
     target = args.target if args.target is not None else \
         float(np.quantile(every, 0.1 if direction == "minimize" else 0.9))
     best = min if direction == "minimize" else max
-    print(f"\n{args.project}/{tune.variant}: {metric} ({direction}), target {target:.4f}, "
+    print(f"\n{args.project}/{tune.variant}: {metric} ({direction}), target {target:.3g}, "
           f"{args.trials} trials per study, space {', '.join(sorted(tune.space))}")
     print(f"{'seed':>4} | {'TPE: trials to target':>21} | {'random: trials to target':>24} | "
           f"{'TPE best':>8} | {'random best':>11}")
@@ -114,8 +114,8 @@ def main() -> None:
             needed = trials_to_reach(curves[name, seed], target, direction)
             reached[name].append(needed if needed is not None else args.trials + 1)
             cells.append(str(needed) if needed is not None else f"not in {args.trials}")
-        print(f"{seed:>4} | {cells[0]:>21} | {cells[1]:>24} | {best(curves['tpe', seed]):>8.4f} | "
-              f"{best(curves['random', seed]):>11.4f}")
+        print(f"{seed:>4} | {cells[0]:>21} | {cells[1]:>24} | {best(curves['tpe', seed]):>8.3g} | "
+              f"{best(curves['random', seed]):>11.3g}")
     medians = {name: statistics.median(counts) for name, counts in reached.items()}
     print(f"median trials to target: TPE {medians['tpe']:g}, random {medians['random']:g} "
           f"(random / TPE = {medians['random'] / medians['tpe']:.2f}; a study that never reached it counts "

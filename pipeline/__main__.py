@@ -88,6 +88,8 @@ def main() -> None:
                               args.storage)
         except ConfigError as error:
             raise SystemExit(str(error)) from None
+        except dvc_bridge.StageFailed as failure:  # the upstream stages the trials need
+            raise SystemExit(f"tune {args.project} failed: {failure}") from None
         print(best_summary(study))
         if args.apply_best:
             command, env = dvc_bridge.venv_dvc("exp", "apply", experiment_name(study, study.best_trial.number))

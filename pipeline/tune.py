@@ -1,20 +1,22 @@
 """``python -m pipeline tune <project>``: an Optuna study over a project's ``tune`` section, every
 trial a DVC experiment, trials side by side as Prefect tasks.
 
-Each trial asks the study (seeded TPE sampler, median pruner) for values, runs
-``dvc exp run --temp -n <study>-<number> -S <project>.variants.<variant>.train.<key>=<value> ...
-train@<project>-<variant>`` -- its own temporary copy of the repository, so trials do not wait on
-the workspace's DVC lock, sharing the DVC cache, so the upstream stages are not redone -- and
-tells the study the study's validation value at the epoch the trial's model keeps, read from the
-experiment's own training curves (so a trial DVC restored from its run cache is scored too). While
-it trains, the train stage reports every epoch to the study, whose pruner may stop it (see
-:func:`curriculum.tuning.trial_reports`). The study's first trial runs the committed values. ``dvc exp show`` then lists every finished trial with its
-params and metrics, and ``dvc exp apply <study>-<number>`` puts a trial's params into the
-workspace for a plain ``dvc repro``.
+The upstream stages the train stage reads are reproduced once in the workspace. Then each trial
+asks the study (one seeded TPE sampler shared by the flow's threads, a median pruner) for values
+and runs ``dvc exp run --temp --name <study>-<stamp>-tNNN --set-param ++<project>.variants.
+<variant>.train.<key>=<value> ... train@<project>-<variant>`` -- its own temporary copy of the
+repository, so trials do not wait on the workspace's DVC lock, sharing the DVC cache, so the
+upstream stages are not redone. While it trains, the train stage reports every epoch to the
+study, whose pruner may stop it (:func:`curriculum.tuning.trial_reports`). A finished trial is
+scored by the study's validation value at the epoch its model keeps, read from the experiment's
+own training curves (so a trial DVC restored from its run cache is scored too). The study's first
+trial runs the committed values. ``dvc exp show`` lists every finished trial with its params and
+metrics, and ``dvc exp apply <experiment>`` puts one into the workspace for a plain ``dvc repro``.
 
 The study lives in an Optuna storage (a SQLite file under ``tune/`` by default, a PostgreSQL URL
-for studies with several writers), so a killed study resumes where it stopped: run the same
-command again, and only the trials not yet finished are run.
+for several writers or machines) with Optuna's heartbeat on running trials, so a killed study
+resumes where it stopped: run the same command again, its dead trials are failed and only the
+missing ones run; a second machine pointed at the same storage joins the study.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import csv
 import io
 import logging
 import subprocess
+import time
 import warnings
 from datetime import datetime, timezone
 from collections import deque
@@ -38,6 +41,8 @@ from pipeline import dvc_bridge
 TUNE_DIR = "tune"  # SQLite studies; git-ignored
 EXPERIMENT_PREFIX = "experiment_prefix"  # the study's user attribute naming its trials' experiments
 TAIL_LINES = 20
+HEARTBEAT_SECONDS = 5  # a running trial's orchestrator writes to the storage this often
+GRACE_SECONDS = 15  # a trial silent this long is failed (its orchestrator was killed)
 
 
 def default_storage(repo_root: Path, project: str) -> str:
@@ -109,23 +114,52 @@ def run_trial(repo_root: Path, project: str, variant: str, name: str, overrides:
     raise dvc_bridge.StageFailed(stage, result.returncode, dvc_bridge.command_exit_code(tail, stage), tuple(tail))
 
 
-def _study(storage: str, name: str):
+def reproduce_upstream(repo_root: Path, project: str, stage: str) -> None:
+    """``dvc repro`` what the train stage reads (download → preprocess), once in the workspace, so
+    every trial's experiment finds it in the cache instead of each trial making it again."""
+    upstream = next(node.upstream for node in dvc_bridge.project_stages(repo_root, project) if node.name == stage)
+    if not upstream:
+        return
+    command, env = dvc_bridge.venv_dvc("repro", *upstream)
+    result = subprocess.run(command, cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        raise dvc_bridge.StageFailed(" ".join(upstream), result.returncode, None,
+                                     tuple(deque(result.stdout.splitlines(), maxlen=TAIL_LINES)))
+
+
+def open_storage(url: str):
+    """The study's storage, with Optuna's heartbeat: every running trial's orchestrator records one
+    every HEARTBEAT_SECONDS, and a trial silent for GRACE_SECONDS (its machine or process was
+    killed) is failed by whichever orchestrator looks next, this one or another machine's."""
+    import optuna
+
+    with warnings.catch_warnings():  # the heartbeat arguments are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+
+
+def fail_stale_trials(study: Any) -> None:
+    import optuna
+
+    with warnings.catch_warnings():  # Optuna marks it experimental; its own optimize() calls it too
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def create_study(config: Any, tune: TuneConfig, direction: str, storage: Any, name: str):
+    """The study (made once, loaded when it exists: a killed study resumes) with a TPE sampler
+    seeded from the project's seed plus the number of trials the storage already holds: a new
+    study with one worker draws the same values every time, and a resumed study, or a second
+    machine joining, draws new ones rather than the first run's again. A new study's first trial
+    is the committed values."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def create_study(config: Any, tune: TuneConfig, direction: str, storage: str, name: str):
-    """The study (made once, loaded when it exists: a killed study resumes), its sampler seeded
-    from the project's seed; a new study's first trial is the committed values."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction=direction, load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=config.seed), pruner=tuning.median_pruner(tune),
-    )
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
+                                pruner=tuning.median_pruner(tune))
+    with warnings.catch_warnings():  # constant_liar: running trials count as bad, so workers spread out
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials), constant_liar=True)
     if EXPERIMENT_PREFIX not in study.user_attrs:  # a new study: its experiments get names no other study had
         study.set_user_attr(EXPERIMENT_PREFIX, f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
         committed = tuning.committed_values(tune, config)
@@ -153,18 +187,26 @@ class StudyRun:
     variant: str
     storage: str
     study: str
+    trials: int  # the study's total, finished and running trials of every machine counted
     space: dict[str, Any]
     metric: str  # the study's validation value
     monitor: tuple[str, str]  # the value that picks the kept epoch, and its mode
     plots_dir: str  # the train stage's DVCLive plots directory
 
 
-def trial(run: StudyRun) -> dict:
-    """Ask, run the experiment, tell: one trial, start to end."""
+def trial(study: Any, storage: Any, run: StudyRun) -> dict | None:
+    """Ask, run the experiment, tell: one trial, start to end, its heartbeat recorded throughout.
+    ``study`` is shared by the flow's threads: one seeded sampler draws for all of them."""
     import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize uses (optuna pinned)
 
-    study = _study(run.storage, run.study)
-    asked = study.ask()
+    fail_stale_trials(study)
+    if counted_trials(study) >= run.trials:  # other machines' trials filled the study meanwhile
+        print(f"the study has its {run.trials} trials: nothing more to run", flush=True)
+        return None
+    with warnings.catch_warnings():  # Optuna expects heartbeats from optimize(); trial() beats them itself
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+        asked = study.ask()
     values = tuning.suggest(asked, run.space)
     experiment = experiment_name(study, asked.number)
     committed = " (the committed values)" if asked.user_attrs.get("committed") else ""
@@ -172,8 +214,9 @@ def trial(run: StudyRun) -> dict:
     # The Trial object of the train stage's process is rebuilt from this id (Optuna's storage key).
     environment = tuning.trial_environment(run.storage, run.study, asked._trial_id)
     try:
-        outcome = run_trial(Path(run.repo_root), run.project, run.variant, experiment,
-                            tuning.dvc_overrides(run.project, run.variant, values), environment)
+        with get_heartbeat_thread(asked._trial_id, storage):
+            outcome = run_trial(Path(run.repo_root), run.project, run.variant, experiment,
+                                tuning.dvc_overrides(run.project, run.variant, values), environment)
         if outcome == "pruned":
             frozen = study.tell(asked, state=optuna.trial.TrialState.PRUNED)
         else:
@@ -187,16 +230,27 @@ def trial(run: StudyRun) -> dict:
     return _trial_record(frozen)
 
 
-def remaining_trials(study: Any, trials: int) -> int:
-    """Trials still to run for ``trials`` in all: finished ones (complete or pruned) count; ones a
-    killed study left running are marked failed (their experiments never finished) and rerun."""
+def settle_running_trials(study: Any) -> None:
+    """Fail the trials a killed run left running. A trial another machine is running and one whose
+    process died a moment ago look alike until the grace period is over, so when any trial is
+    running this waits that long once: the live ones have beaten by then, the dead ones are stale."""
+    import optuna
+
+    fail_stale_trials(study)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if running:
+        print(f"trials {', '.join(str(t.number) for t in running)} running: waiting {GRACE_SECONDS + 1} s "
+              "to tell a killed run's from another machine's", flush=True)
+        time.sleep(GRACE_SECONDS + 1)
+        fail_stale_trials(study)
+
+
+def counted_trials(study: Any) -> int:
+    """Trials that count towards the study's total: finished (complete or pruned) and running ones."""
     import optuna
 
     states = optuna.trial.TrialState
-    for stale in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
-        study.tell(stale.number, state=states.FAIL)
-    finished = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))
-    return max(trials - len(finished), 0)
+    return len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING)))
 
 
 def run_study(repo_root: Path, project_name: str, variant: str | None = None, trials: int | None = None,
@@ -213,21 +267,27 @@ def run_study(repo_root: Path, project_name: str, variant: str | None = None, tr
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     name = study_name(project_name, tune.variant)
     try:
-        study = create_study(config, tune, direction, storage, name)
+        backend = open_storage(storage)
+        study = create_study(config, tune, direction, backend, name)
     except Exception as error:  # SQLAlchemy's errors for a bad URL, an unreachable server, a wrong password
         raise ConfigError(f"{project_name}.tune.storage: cannot open {storage}: {type(error).__name__}: "
                           f"{str(error).splitlines()[0]}") from None
-    todo = remaining_trials(study, trials)
-    print(f"study {name} in {storage}: {trials - todo} of {trials} trials done, {todo} to run, {workers} at a time; "
-          f"{direction} {metric}", flush=True)
-    run = StudyRun(str(repo_root), project_name, tune.variant, storage, name, dict(tune.space), metric,
+    reproduce_upstream(repo_root, project_name, train_stage(project_name, tune.variant))
+    settle_running_trials(study)
+    todo = max(trials - counted_trials(study), 0)
+    print(f"study {name} in {storage}: {trials - todo} of {trials} trials done or running, {todo} to run, "
+          f"{workers} at a time; {direction} {metric}", flush=True)
+    run = StudyRun(str(repo_root), project_name, tune.variant, storage, name, trials, dict(tune.space), metric,
                    monitored(config.variant_train(tune.variant), project.task),
                    curves_dir(repo_root, train_stage(project_name, tune.variant)))
-    trial_task = task(name="trial", log_prints=True, cache_policy=NO_CACHE)(trial)
+
+    @task(name="trial", log_prints=True, cache_policy=NO_CACHE)
+    def trial_task(slot: int) -> dict | None:
+        return trial(study, backend, run)
 
     @flow(name=f"tune-{name}", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=workers))
     def tune_flow() -> list[Any]:
-        futures = [trial_task.submit(run) for _ in range(todo)]
+        futures = [trial_task.submit(slot) for slot in range(todo)]
         results = [future.result(raise_on_failure=False) for future in futures]
         plots = write_study_plots(study, repo_root / TUNE_DIR / name)
         publish_study(study, plots)
@@ -271,8 +331,9 @@ def write_study_plots(study: Any, directory: Path) -> list[Path]:
         plots["param_importances.png"] = views.plot_param_importances
     written = []
     for file_name, plot in plots.items():
-        with warnings.catch_warnings():  # Optuna marks its matplotlib views experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with warnings.catch_warnings():  # Optuna marks its matplotlib views experimental, and warns
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # when a study's values
+            warnings.simplefilter("ignore", UserWarning)  # are all equal; the plot is written either way
             axes = plot(study)
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
         figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")

@@ -58,9 +58,9 @@ def test_every_training_stage_gets_a_run_cache_entry(built_repo):
 def test_reverting_a_param_restores_results_from_the_run_cache(repo_copy):
     commit(repo_copy, "the built results")
     before = tracked_results(repo_copy)
-    set_param(repo_copy, f"{SNN}.train.learning_rate", 0.05)
+    set_param(repo_copy, f"{SNN}.variants.torch.train", {"learning_rate": 0.05})  # one variant retrains
     changed = stages_run(dvc(repo_copy, "repro").stdout)
-    assert f"train@{SNN}-torch" in changed
+    assert f"train@{SNN}-torch" in changed and f"train@{SNN}-keras" not in changed
     assert tracked_results(repo_copy) != before
 
     git(repo_copy, "checkout", "--", "params.yaml")
