@@ -41,8 +41,8 @@ from pipeline import dvc_bridge
 TUNE_DIR = "tune"  # SQLite studies; git-ignored
 EXPERIMENT_PREFIX = "experiment_prefix"  # the study's user attribute naming its trials' experiments
 TAIL_LINES = 20
-HEARTBEAT_SECONDS = 5  # a running trial's orchestrator writes to the storage this often
-GRACE_SECONDS = 15  # a trial silent this long is failed (its orchestrator was killed)
+HEARTBEAT_SECONDS = 3  # a running trial's orchestrator writes to the storage this often
+GRACE_SECONDS = 10  # a trial silent this long is failed (its orchestrator was killed)
 
 
 def default_storage(repo_root: Path, project: str) -> str:

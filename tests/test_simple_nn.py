@@ -269,6 +269,7 @@ def caravan_repo(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # with the next: ~70 s for a second repository copy, its wheel fetched from PyPI
 def test_caravan_is_the_real_coil_2000_table(caravan_repo):
     """The full table read out of the verified ISLP wheel: 5,822 rows, 85 integer features, 348 buyers."""
     from curriculum.projects.simple_nn import fetch_caravan
@@ -281,6 +282,7 @@ def test_caravan_is_the_real_coil_2000_table(caravan_repo):
     assert list(raw["class_names"]) == ["No", "Yes"]
 
 
+@pytest.mark.slow
 def test_caravan_slice_runs_end_to_end(caravan_repo):
     root = caravan_repo
     source = json.loads((root / "data/simple_nn/raw/source.json").read_text())

@@ -1,6 +1,6 @@
-"""`python -m pipeline tune`: tiny Optuna studies on the smoke copy, every trial a real DVC
-experiment run through Prefect: two workers writing one PostgreSQL study, a study killed mid-trial
-and resumed, and the bad inputs refused before any trial."""
+"""`python -m pipeline tune`: a tiny Optuna study on the smoke copy, every trial a real DVC
+experiment run through Prefect -- two workers writing one PostgreSQL study, killed mid-trial and
+resumed -- and the bad inputs refused before any trial."""
 from __future__ import annotations
 
 import json
@@ -53,42 +53,41 @@ def finished(study) -> list:
     return study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
 
 
-def test_two_workers_share_a_postgresql_study_every_trial_a_dvc_experiment(prefect_api, postgres_url, repo_copy):
+def test_two_workers_share_a_postgresql_study_killed_mid_trial_and_resumed(prefect_api, postgres_url, repo_copy):
+    """`python -m pipeline tune` with two workers on a real PostgreSQL server, SIGKILLed with
+    trials running, then resumed: only the killed trials are lost, and every finished trial is a
+    DVC experiment of exactly the values drawn for it."""
     set_tune(repo_copy, tiny_study(storage=postgres_url))
-    study = run_study(repo_copy, IC)
-    assert len(finished(study)) == 3 and study.best_trial.value is not None
-    first, second = study.trials[:2]
-    assert second.datetime_start < first.datetime_complete  # two writers, side by side
-    _, config, tune, _, _ = load_tune(repo_copy, IC, None)
-    assert first.user_attrs == {"committed": True} and first.params == committed_values(tune, config)
-    shown = experiments(repo_copy)
-    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        assert shown[experiment_name(study, trial.number)]["train"] == trial.params  # exactly what was drawn ran
-        assert 0 < trial.value <= 1  # a validation accuracy
-    assert "up to date" in dvc(repo_copy, "status").stdout  # the workspace was never touched
-    assert (repo_copy / "tune" / study.study_name / "optimization_history.png").stat().st_size > 0
-
-
-def test_a_killed_study_resumes_losing_only_its_running_trial(prefect_api, repo_copy):
-    set_tune(repo_copy, tiny_study(trials=2, workers=1))
     command = [sys.executable, "-m", "pipeline", "--repo", str(repo_copy), "tune", IC]
     killed = subprocess.Popen(command, cwd=repo_copy, start_new_session=True, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         for line in killed.stdout:
-            if "trial 1 (" in line:  # trial 0 finished, trial 1 asked
+            if "trial 2 (" in line:  # a first trial finished, the third asked
                 time.sleep(3)  # its dvc exp run under way
                 break
         else:
-            pytest.fail("the study ended before its second trial began")
+            pytest.fail("the study ended before its third trial began")
     finally:
-        os.killpg(killed.pid, signal.SIGKILL)  # the orchestrator and its dvc exp run, mid-trial
+        os.killpg(killed.pid, signal.SIGKILL)  # the orchestrator and its dvc exp runs, mid-trial
         killed.wait()
-    resumed = run_study(repo_copy, IC)
-    states = [trial.state for trial in resumed.trials]
-    assert states[:2] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
-    assert len(finished(resumed)) == 2
-    assert experiment_name(resumed, resumed.trials[-1].number) in experiments(repo_copy)
+
+    study = run_study(repo_copy, IC)
+    states = optuna.trial.TrialState
+    assert study.trials[2].state == states.FAIL  # killed, failed once it stopped beating
+    assert len(finished(study)) == 3 and study.best_trial.value is not None
+    assert [trial.state for trial in study.trials if trial.state not in (states.COMPLETE, states.PRUNED)] == \
+        [states.FAIL] * (len(study.trials) - 3)  # nothing left running
+    first, second = study.trials[:2]
+    assert second.datetime_start < first.datetime_complete  # two writers, side by side
+    _, config, tune, _, _ = load_tune(repo_copy, IC, None)
+    assert first.user_attrs == {"committed": True} and first.params == committed_values(tune, config)
+    shown = experiments(repo_copy)
+    for trial in study.get_trials(states=(states.COMPLETE,)):
+        assert shown[experiment_name(study, trial.number)]["train"] == trial.params  # exactly what was drawn ran
+        assert 0 < trial.value <= 1  # a validation accuracy
+    assert "up to date" in dvc(repo_copy, "status").stdout  # the workspace was never touched
+    assert (repo_copy / "tune" / study.study_name / "optimization_history.png").stat().st_size > 0
 
 
 BAD_STUDIES = [
