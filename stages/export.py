@@ -13,7 +13,8 @@ with the trained model's outputs mapped back the same way. A model that takes a 
 cached output (:class:`curriculum.projects.base.FrozenStem`) is exported with the stem in front:
 the check feeds the split's raw inputs to the export and their cached stem output to the model.
 The fitted artifacts a model needs to read a user's input (``Project.serving_artifacts``: a
-tokenizer) are written beside it.
+tokenizer) are written beside it, with the project's serving card (``serving.json``: what a
+request to this model looks like, see :mod:`curriculum.serving`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from curriculum.io import load_npz, save_npz, write_json
 from curriculum.layout import ProcessedData, write_fitted
+from curriculum.serving import CARD_FILE
 from curriculum.trained import load_trained
 from stages.cli import load_project, stage_parser
 
@@ -60,6 +62,10 @@ def main() -> None:
                                    input_scaler=input_scaler, output_scaler=output_scaler, stem=stem)
     for name in project.serving_artifacts.get(model, ()):  # what turns a user's input into the model's
         files[name] = write_fitted(args.out, name, data.fitted[name])
+    card = project.serving_card(data, config, model)
+    if card is not None:  # how the server reads a request for this model and answers it
+        files["card"] = args.out / CARD_FILE
+        write_json(files["card"], card)
     reference = data.in_output_units(trained.backend.predict(trained.model, x_test))
     exported = onnx_in_fresh_process(files["onnx"], raw_input, task.output_names)
     report = task.parity(reference, exported, config.export.parity_atol)

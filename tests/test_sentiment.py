@@ -100,7 +100,7 @@ def test_confidently_wrong_table_is_a_png_of_the_surest_mistakes():
 
 
 def test_exported_models_take_the_ids_their_tokenizer_beside_them_gives(built_repo):
-    """Server path = training path: raw test reviews through :func:`text_to_ids` with the artifact
+    """Server path = training path: raw test reviews through :func:`text_encoder` with the artifact
     export wrote beside each model give the very ids the model was scored on, and the ONNX file
     scores them."""
     import json
@@ -109,7 +109,7 @@ def test_exported_models_take_the_ids_their_tokenizer_beside_them_gives(built_re
     import yaml
 
     from curriculum.layout import ProcessedData
-    from curriculum.projects.sentiment import PROJECT, text_to_ids
+    from curriculum.projects.sentiment import PROJECT, text_encoder
 
     data = ProcessedData.read(built_repo / "data/sentiment/processed")
     test = data.split("test")
@@ -119,7 +119,7 @@ def test_exported_models_take_the_ids_their_tokenizer_beside_them_gives(built_re
     for name, variant in variants.items():
         export_dir = built_repo / "data/sentiment/export" / name
         artifacts = {path.stem: json.loads(path.read_text()) for path in export_dir.glob("*.json")}
-        ids = text_to_ids(variant["model"], texts, artifacts)
+        ids = text_encoder(variant["model"], artifacts)(texts)
         expected = PROJECT.model_data(data, variant["model"]).split("test")["x"]
         np.testing.assert_array_equal(ids, expected, err_msg=name)
         session = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, TypeVar
 
 from curriculum.config import ConfigError, ProjectConfig, parse_section, read_params
 from curriculum.layout import Arrays, ProcessedData
+from curriculum.serving import Interface
 from curriculum.tasks.base import Predictions, Task
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class Project(Generic[ConfigT]):
     array too.
     ``serving_artifacts``: model -> the fitted artifacts its exported model needs beside it to turn
     a user's raw input into its input (a tokenizer); export writes them next to the model files.
+    ``serving``: the :class:`~curriculum.serving.Interface` a user calls its exported models through
+    (None: export writes no ``serving.json`` and the server skips the project).
     ``smoke``: dotted-key params overrides that shrink the project for the tiny-slice smoke test;
     ``smoke_variants``: the variants it runs there (None: all), for a project whose variants share
     their code paths two by two.
@@ -94,6 +97,7 @@ class Project(Generic[ConfigT]):
     stems: Mapping[str, FrozenStem] = field(default_factory=dict)
     inputs: Mapping[str, str] = field(default_factory=dict)
     serving_artifacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    serving: Interface | None = None
     smoke: Mapping[str, Any] = field(default_factory=dict)
     smoke_variants: tuple[str, ...] | None = None
 
@@ -154,6 +158,15 @@ class Project(Generic[ConfigT]):
         """The model's frozen stem built in ``framework`` (what export puts in front), or None."""
         stem = self.stems.get(model)
         return None if stem is None else _imported(stem.builders[framework])(data, config)
+
+    def serving_card(self, data: ProcessedData, config: ConfigT, model: str) -> dict[str, Any] | None:
+        """``serving.json`` for an export of ``model``: the page's widget, the task's and the
+        interface's facts (None for a project without a :attr:`serving` interface)."""
+        if self.serving is None:
+            return None
+        return {"project": self.name, "model": model, "widget": self.serving.widget,
+                "batchable": self.serving.batchable, "outputs": list(self.task.output_names),
+                **self.task.serving_card(data), **self.serving.card(data, config, model)}
 
     def baselines(self, data: ProcessedData, config: ConfigT) -> dict[str, Predictions]:
         if self.custom_baselines is not None:

@@ -20,6 +20,7 @@ from curriculum.config import (
 from curriculum.download import RemoteFile, download, safe_extract_tar
 from curriculum.layout import Arrays, ProcessedData
 from curriculum.projects.base import DataSource, Project
+from curriculum.serving import ImageInput
 from curriculum.splits import stratified_split
 from curriculum.tasks.classification import Classification, ClassificationBaselines, limit_raw_per_class
 
@@ -219,5 +220,6 @@ PROJECT = Project(
         "torch": "curriculum.models.torch_cnn:build_small_cnn",
     }},
     subsample=lambda raw, config: limit_raw_per_class(raw, config.download.max_per_class),
+    serving=ImageInput(divide_by=255.0),  # preprocess's scaling
     smoke={"download.max_per_class": 12, "train.epochs": 2},
 )

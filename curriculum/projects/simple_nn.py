@@ -25,15 +25,16 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, Field, create_model
 
 from curriculum.config import DownloadConfig, Fraction, PositiveFloat, PositiveInt, ProjectConfig, Section, TrainConfig
 from curriculum.download import fetch_pypi_file, read_archive_member
 from curriculum.layout import Arrays, ProcessedData
 from curriculum.projects.base import DataSource, Project
+from curriculum.serving import Interface, Strict, batch_of
 from curriculum.splits import stratified_split
 from curriculum.tasks.classification import Classification, ClassificationBaselines, limit_raw_per_class
 
@@ -246,6 +247,46 @@ def preprocess(raw: Arrays, config: SimpleNNConfig) -> ProcessedData:
     )
 
 
+# --------------------------------------------------------------------------- serving
+
+
+class FeatureRows(Interface):
+    """Raw feature rows, each an object keyed by the source's column names, held to the source's
+    published ranges and dtype (the exported model standardises them itself)."""
+
+    widget = "features"
+
+    def card(self, data: ProcessedData, config: SimpleNNConfig, model: str) -> dict[str, Any]:
+        spec = TABLE_SPECS[config.download.source]
+        examples = data.raw_inputs(data.split("test")["x"][:3]).astype(np.float64)
+        if spec.dtype.startswith("int"):
+            examples = examples.round()
+        return {
+            "features": [{"name": name, "dtype": spec.dtype, "min": spec.ranges[name][0], "max": spec.ranges[name][1]}
+                         for name in spec.features],
+            "examples": [dict(zip(spec.features, map(float, row))) for row in examples],
+        }
+
+    def request_model(self, card: Mapping[str, Any], max_batch: int) -> type[BaseModel]:
+        fields = {}
+        for index, feature in enumerate(card["features"]):
+            kind = int if feature["dtype"].startswith("int") else float
+            constraints = {"ge": feature["min"], "le": feature["max"]}
+            fields[f"feature_{index}"] = (Annotated[kind, Field(alias=feature["name"], allow_inf_nan=False,
+                                                                **{k: v for k, v in constraints.items() if v is not None})],
+                                          ...)
+        row = create_model("FeatureRow", __base__=Strict, **fields)
+        return create_model("FeatureRowsRequest", __base__=Strict,
+                            rows=(batch_of(row, max_batch, "raw feature rows, keyed by feature name"), ...))
+
+    def model_inputs(self, request: BaseModel, card: Mapping[str, Any], prepared: Any) -> np.ndarray:
+        names = [f"feature_{index}" for index in range(len(card["features"]))]
+        return np.array([[getattr(row, name) for name in names] for row in request.rows], dtype=np.float32)
+
+    def example(self, card: Mapping[str, Any]) -> dict[str, Any]:
+        return {"rows": card["examples"][:1]}
+
+
 PROJECT = Project(
     name="simple_nn",
     task=Classification(binary=True),
@@ -266,5 +307,6 @@ PROJECT = Project(
         "numpy": "curriculum.models.numpy_mlp:build_mlp",
     }},
     subsample=lambda raw, config: limit_raw_per_class(raw, config.download.max_per_class),
+    serving=FeatureRows(),
     smoke={"download.max_per_class": 12, "train.epochs": 2},
 )

@@ -165,6 +165,21 @@ class Classification(Task):
             raise ValueError("the NumPy network is a binary classifier; this task is multiclass")
         return BinaryCrossEntropy(getattr(train, "pos_weight", None))
 
+    # ------------------------------------------------------------------ serving
+
+    def serving_card(self, data: ProcessedData) -> dict[str, Any]:
+        return {"class_names": [str(name) for name in data.info["class_names"]]}
+
+    def answers(self, predictions: Predictions, card: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The predicted class and every class's probability (binary: both, from the one unit)."""
+        proba = np.asarray(predictions["proba"], dtype=np.float64)
+        labels = self.labels(proba)  # the evaluation's rule (binary: >= 0.5)
+        if self.binary:
+            proba = np.concatenate([1.0 - proba, proba], axis=1)
+        names = card["class_names"]
+        return [{"label": names[int(label)], "probabilities": dict(zip(names, map(float, row)))}
+                for label, row in zip(labels, proba)]
+
     # ------------------------------------------------------------------ evaluation
 
     def score(self, data: ProcessedData, predictions: Predictions, split: str = "test") -> dict[str, Any]:

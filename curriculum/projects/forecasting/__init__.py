@@ -10,7 +10,8 @@ in basis points (prices themselves leave the training range). Full-size: the Jen
 made daily.
 
 Modules: ``sources`` (fetching), ``checks`` (great-expectations tables), ``series`` (gap rule,
-splits, scalers, windows), ``baselines``, ``scores`` and ``task`` (what the stages ask).
+splits, scalers, windows), ``baselines``, ``scores``, ``task`` (what the stages ask) and
+``serving`` (what a user asks a served model).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from curriculum.layout import Arrays, ProcessedData
 from curriculum.projects.base import DataSource, Project
 from curriculum.projects.forecasting import series, sources
 from curriculum.projects.forecasting.scores import naive_scale
+from curriculum.projects.forecasting.serving import ForecastOrigin
 from curriculum.projects.forecasting.task import Forecast
 
 # A property of each source, not a choice: markets close at weekends, the weather does not.
@@ -163,5 +165,6 @@ PROJECT = Project(
         for name in ("lstm", "gru", "attention")
     },
     custom_baselines=forecast_baselines,
+    serving=ForecastOrigin(SOURCE_CALENDAR),
     smoke={"train.epochs": 2},
 )

@@ -18,18 +18,20 @@ Models, each in Keras and PyTorch unless said:
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Mapping, Sequence
+from functools import partial
+from typing import Annotated, Any, Callable, Mapping, Sequence
 
 import numpy as np
-from pydantic import Field
+from pydantic import AfterValidator, BaseModel, Field, create_model
 
 from curriculum.config import (
     DownloadConfig, Fraction, NonNegativeInt, PositiveFloat, PositiveInt, ProjectConfig, Section, TrainConfig,
 )
 from curriculum.layout import Arrays, ProcessedData
 from curriculum.projects.base import DataSource, Project
-from curriculum.projects.sentiment import sources, text_data, tokenizer
+from curriculum.projects.sentiment import sources, text_data, tokenizer, wordpiece
 from curriculum.projects.sentiment.nets import GLOVE_ARTIFACT
+from curriculum.serving import Interface, Strict, batch_of
 from curriculum.tasks.classification import Classification, limit_raw_per_class
 
 TOKENIZER_ARTIFACT = "tokenizer"
@@ -104,7 +106,6 @@ def validation(raw: Arrays, config: SentimentConfig):
 def preprocess(raw: Arrays, config: SentimentConfig) -> ProcessedData:
     """Seeded stratified split, the leak check across splits, the tokenizer fitted on train, word
     ids (and MiniLM's WordPiece ids) for every split, and GloVe aligned with the word ids."""
-    from curriculum.projects.sentiment import minilm
     from curriculum.splits import stratified_split
 
     settings = config.preprocess
@@ -113,11 +114,11 @@ def preprocess(raw: Arrays, config: SentimentConfig) -> ProcessedData:
     texts = {name: parts[f"x_{name}"] for name in ("train", "val", "test")}
     text_data.check_no_shared_text(texts)
     fitted_tokenizer = tokenizer.fit(texts["train"], settings.tokenizer.vocabulary_size, settings.tokenizer.max_length)
-    wordpiece_tokenizer = minilm.tokenizer_artifact(settings.wordpiece_max_tokens)
+    wordpiece_tokenizer = wordpiece.tokenizer_artifact(settings.wordpiece_max_tokens)
     glove_words, glove_vectors = sources.glove_from_raw(raw)
     splits = {
         name: {"x": tokenizer.encode(texts[name], fitted_tokenizer), "y": parts[f"y_{name}"], "text": texts[name],
-               WORDPIECE: minilm.encode(texts[name], wordpiece_tokenizer)}
+               WORDPIECE: wordpiece.encode(texts[name], wordpiece_tokenizer)}
         for name in texts
     }
     return ProcessedData(
@@ -134,17 +135,48 @@ def preprocess(raw: Arrays, config: SentimentConfig) -> ProcessedData:
 SERVING_ARTIFACTS = {"lstm": (TOKENIZER_ARTIFACT,), "glove_lstm": (TOKENIZER_ARTIFACT,), "minilm": (WORDPIECE_ARTIFACT,)}
 
 
-def text_to_ids(model: str, texts: Sequence[str], artifacts: Mapping[str, Any]) -> np.ndarray:
+def text_encoder(model: str, artifacts: Mapping[str, Any]) -> Callable[[Sequence[str]], np.ndarray]:
     """What a server runs on raw reviews before an exported sentiment model of kind ``model``
-    (``lstm``, ``glove_lstm``, ``minilm``): the ids it takes, int64 ``(len(texts), length)``.
+    (``lstm``, ``glove_lstm``, ``minilm``): texts -> the ids it takes, int64 ``(len(texts), length)``.
     ``artifacts``: the JSON files export wrote beside the model, by name (``tokenizer.json`` ->
     ``"tokenizer"``), as read with ``json.load``."""
     (artifact,) = SERVING_ARTIFACTS[model]
     if artifact == WORDPIECE_ARTIFACT:
-        from curriculum.projects.sentiment import minilm
+        return partial(wordpiece.encode, artifact=artifacts[artifact])
+    return tokenizer.encoder(artifacts[artifact])
 
-        return minilm.encode(texts, artifacts[artifact])
-    return tokenizer.encode(texts, artifacts[artifact])
+
+MAX_REVIEW_CHARACTERS = 20_000  # longer than any IMDB review; bounds the tokenizer's work per request
+
+
+def not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a review must hold at least one word (this one is blank)")
+    return text
+
+
+class ReviewTexts(Interface):
+    """Raw review texts; the server runs the model's own tokenizer (written beside it by export)."""
+
+    widget = "text"
+
+    def card(self, data: ProcessedData, config: SentimentConfig, model: str) -> dict[str, Any]:
+        return {"tokenizer": SERVING_ARTIFACTS[model][0], "max_characters": MAX_REVIEW_CHARACTERS,
+                "examples": [str(text) for text in data.split("test")["text"][:3]]}
+
+    def request_model(self, card: Mapping[str, Any], max_batch: int) -> type[BaseModel]:
+        text = Annotated[str, Field(min_length=1, max_length=card["max_characters"]), AfterValidator(not_blank)]
+        return create_model("ReviewTextsRequest", __base__=Strict,
+                            texts=(batch_of(text, max_batch, "review texts, as written"), ...))
+
+    def prepare(self, card: Mapping[str, Any], artifacts: Mapping[str, Any]) -> Callable[[Sequence[str]], np.ndarray]:
+        return text_encoder(card["model"], artifacts)
+
+    def model_inputs(self, request: BaseModel, card: Mapping[str, Any], prepared: Any) -> np.ndarray:
+        return prepared(request.texts)  # the model's tokenizer, ready (see prepare)
+
+    def example(self, card: Mapping[str, Any]) -> dict[str, Any]:
+        return {"texts": card["examples"][:1]}
 
 
 def baselines(data: ProcessedData, config: SentimentConfig):
@@ -194,6 +226,7 @@ PROJECT = Project(
     pretrained={"glove_lstm": {"keras": GLOVE_ARTIFACT, "torch": GLOVE_ARTIFACT}},
     inputs={"minilm": WORDPIECE},
     serving_artifacts=SERVING_ARTIFACTS,
+    serving=ReviewTexts(),
     subsample=subsample,
     smoke_variants=("lstm-keras", "glove-torch", "minilm-torch"),  # each builder, each framework, once
     smoke={"download.max_per_class": 40, "preprocess.tokenizer.vocabulary_size": 500,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -66,18 +66,28 @@ def n_ids(tokenizer: Mapping[str, Any]) -> int:
     return FIRST_WORD_ID + len(tokenizer["vocabulary"])
 
 
-def encode(texts: Sequence[str], tokenizer: Mapping[str, Any]) -> np.ndarray:
-    """Token ids, int64 ``(len(texts), max_length)``: what every exported model takes. This is the
-    function a server runs on raw text before the model."""
+def encoder(tokenizer: Mapping[str, Any]) -> Callable[[Sequence[str]], np.ndarray]:
+    """The artifact made ready to encode many batches: its word -> id map is built once (a server
+    keeps it per model; building it costs more than encoding a review)."""
     check(tokenizer)
     ids = {word: index for index, word in enumerate(tokenizer["vocabulary"], start=FIRST_WORD_ID)}
     length = tokenizer["max_length"]
-    encoded = np.full((len(texts), length), PAD, dtype=np.int64)
-    for row, text in enumerate(texts):
-        tokens = [ids.get(token, OOV) for token in words(text)[:length]]
-        if tokens:
-            encoded[row, length - len(tokens):] = tokens
-    return encoded
+
+    def encode_texts(texts: Sequence[str]) -> np.ndarray:
+        encoded = np.full((len(texts), length), PAD, dtype=np.int64)
+        for row, text in enumerate(texts):
+            tokens = [ids.get(token, OOV) for token in words(text)[:length]]
+            if tokens:
+                encoded[row, length - len(tokens):] = tokens
+        return encoded
+
+    return encode_texts
+
+
+def encode(texts: Sequence[str], tokenizer: Mapping[str, Any]) -> np.ndarray:
+    """Token ids, int64 ``(len(texts), max_length)``: what every exported model takes (and what a
+    server runs on raw text before the model, through :func:`encoder`)."""
+    return encoder(tokenizer)(texts)
 
 
 def coverage(texts: Iterable[str], known: Iterable[str]) -> dict[str, float]:

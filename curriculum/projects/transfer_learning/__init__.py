@@ -35,6 +35,7 @@ from curriculum.layout import Arrays, ProcessedData
 from curriculum.projects.base import DataSource, FrozenStem, Project
 from curriculum.projects.image_classification import CNNTrain
 from curriculum.projects.transfer_learning import nets, sources
+from curriculum.serving import ImageInput
 from curriculum.tasks.classification import Classification, ClassificationBaselines, limit_raw_per_class
 
 FASHION_MNIST_SHAPE = {"height": 28, "width": 28, "channels": 1}
@@ -216,6 +217,7 @@ PROJECT = Project(
     pretrained={"mobilenet_v2_top": {"torch": nets.TORCH_WEIGHTS, "keras": nets.KERAS_WEIGHTS}},
     stems=STEMS,
     subsample=subsample,
+    serving=ImageInput(divide_by=255.0),  # preprocess's scaling; the exports take the raw image
     smoke={
         "download.max_per_class": 12, "preprocess.train_per_class": 6, "preprocess.val_per_class": 3,
         "preprocess.backbone.image_size": 32, "train.epochs": 2,
