@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup run test test-slow flow tune bench clean
+.PHONY: setup run test test-slow flow tune serve bench bench-serve clean
 
 setup: $(VENV)/.installed build/plots_page.html
 
@@ -58,8 +58,19 @@ flow: setup
 tune: setup
 	python -m pipeline tune $(PROJECT)
 
+# Every exported model behind one HTTP API (FastAPI on onnxruntime), its docs at /docs and a page to
+# try them at /; it reloads a model when `dvc repro` exports a new one. SERVE_ARGS: e.g. --port 9000, --rev v1.
+SERVE_ARGS ?=
+serve: setup
+	python -m pipeline serve-models $(SERVE_ARGS)
+
 bench: setup
 	python bench/train_step.py
+
+# The server under wrk's load on loopback beside onnxruntime in-process (wrk from Debian's archive).
+bench-serve: setup
+	sh scripts/install_debian.sh wrk /usr/bin/wrk wrk
+	python bench/serve.py
 
 clean:
 	rm -rf $(VENV) web/node_modules build/plots_page.html

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {list,run,serve,sync,check-params,cache-check,plots,summary}``."""
+"""Command line: ``python -m pipeline {list,run,tune,serve,serve-models,sync,check-params,cache-check,plots,summary}``."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline import dvc_bridge
 from pipeline.flows import DEFAULT_WORKERS, REPO_ROOT
+from pipeline.serving import ServeSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,28 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", help="Optuna storage URL (default: the section's, else tune/<project>.db)")
     tune.add_argument("--apply-best", action="store_true", help="dvc exp apply the best trial to the workspace")
     commands.add_parser("serve", help="serve the scheduled deployments in prefect.yaml until stopped")
+    models = commands.add_parser("serve-models", help="serve every exported model over HTTP (FastAPI on onnxruntime): "
+                                                      "the API, its docs at /docs and a page to try them at /")
+    models.add_argument("--rev", help="serve the models of this git revision (read through dvc.api from the DVC "
+                                      "cache or remote) instead of the workspace")
+    models.add_argument("--host", default="127.0.0.1")
+    models.add_argument("--port", type=int, default=8000)
+    defaults = ServeSettings()
+    models.add_argument("--micro-batch", type=int, default=defaults.micro_batch,
+                        help="most examples per onnxruntime call for image models (1: no micro-batching; "
+                             "default %(default)s)")
+    models.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
+                        help="how long a batch's first request waits for others (default %(default)s)")
+    models.add_argument("--max-request-examples", type=int, default=defaults.max_request_examples,
+                        help="most examples in one request (default %(default)s)")
+    models.add_argument("--workers", type=int, default=defaults.workers,
+                        help="onnxruntime calls at once (default %(default)s)")
+    models.add_argument("--threads", type=int, default=defaults.threads,
+                        help="onnxruntime intra-op threads per call (default %(default)s)")
+    models.add_argument("--watch", type=float, default=defaults.watch_s,
+                        help="seconds between checks of the workspace for a new `dvc repro` (0: reload only on "
+                             "POST /v1/reload; default %(default)s)")
+    models.add_argument("--access-log", action="store_true", help="log every request")
     sync = commands.add_parser("sync", help="derive params.yaml's project/variant lists, dvc.yaml's plots and "
                                             "prefect.yaml's deployments from the project sections")
     sync.add_argument("--check", action="store_true", help="only report stale files (exit 1 if any)")
@@ -100,6 +123,16 @@ def main() -> None:
 
         start_ephemeral_api()
         serve_deployments(args.repo)
+    elif args.command == "serve-models":
+        from pipeline.serving.app import serve
+
+        try:
+            settings = ServeSettings(micro_batch=args.micro_batch, max_wait_ms=args.max_wait_ms,
+                                     max_request_examples=args.max_request_examples, workers=args.workers,
+                                     threads=args.threads, watch_s=args.watch or None)
+            serve(args.repo, args.rev, settings, host=args.host, port=args.port, access_log=args.access_log)
+        except ValueError as error:  # a bad setting, or a revision that does not exist
+            raise SystemExit(str(error)) from None
     elif args.command == "check-params":
         from curriculum.config import ConfigError
         from pipeline.params_check import check_params
