@@ -150,7 +150,7 @@ def main() -> None:
             finally:
                 server.stop()
 
-    print(f"\none connection, {args.seconds:g} s per bar model ({max(args.seconds / 3, 1):g} s the others):")
+    print(f"\none connection, {args.seconds:g} s per bar model ({max(args.seconds / 3, 1):.1f} s the others):")
     print(f"{'model':34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}   {'in-process p50 / p99 ms':>24}")
     for name, result, local in rows:
         print(f"{name:34} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} {result['per_s']:8.0f}   "

@@ -57,3 +57,12 @@ def postgres_url() -> str:
 
 
 __all__ = ["REPO_ROOT"]
+
+
+@pytest.fixture(scope="session")
+def model_server(built_repo: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``python -m pipeline serve-models`` on the built repository's exported models, for the session."""
+    from pipeline.serving.process import ServerProcess
+
+    with ServerProcess(built_repo, "--watch", "0", log_path=tmp_path_factory.mktemp("server") / "server.log") as server:
+        yield server

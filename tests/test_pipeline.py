@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 import yaml
 
 from curriculum.io import load_npz, save_npz
 from curriculum.layout import RawData
+from pipeline.serving.models import Registry, Revision
+from pipeline.serving.process import ServerProcess
 from tests.smoke import REPO_ROOT, build_smoke_repo, commit, dvc, stages_run
 
 IC = "image_classification"
@@ -55,18 +60,52 @@ def test_repro_builds_every_output_and_is_then_up_to_date(built_repo):
     assert "Data and pipelines are up to date" in again.stdout
 
 
-def test_param_change_reruns_only_dependent_stages_and_diffs_show_it(repo_copy):
-    params_path = repo_copy / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params[IC]["train"]["learning_rate"] = 0.002
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+def served(server: ServerProcess) -> dict[str, dict]:
+    return {model["name"]: model for model in server.get("/v1/models")["models"]}
 
-    ran = stages_run(dvc(repo_copy, "repro").stdout)
-    assert sorted(ran) == sorted(
-        [f"{kind}@{IC}-{framework}" for kind in ("train", "evaluate", "export") for framework in ("keras", "torch")]
-        + [f"report@{IC}"]
-    )
+
+def test_param_change_reruns_only_dependent_stages_and_diffs_show_it(repo_copy, tmp_path):
+    """... and the model server, watching the workspace, serves the new models once `dvc repro` is done."""
+    with ServerProcess(repo_copy, "--watch", "0.5", log_path=tmp_path / "server.log") as server:
+        before = served(server)
+        image = {"images": [(np.eye(28, dtype=int) * 255).tolist()]}
+        answer_before = httpx.post(f"{server.url}/v1/models/{IC}-torch/predict", json=image).json()
+
+        params_path = repo_copy / "params.yaml"
+        params = yaml.safe_load(params_path.read_text())
+        params[IC]["train"]["learning_rate"] = 0.002
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+        ran = stages_run(dvc(repo_copy, "repro").stdout)
+        assert sorted(ran) == sorted(
+            [f"{kind}@{IC}-{framework}" for kind in ("train", "evaluate", "export") for framework in ("keras", "torch")]
+            + [f"report@{IC}"]
+        )
+        lock = yaml.safe_load((repo_copy / "dvc.lock").read_text())["stages"]
+        new_hashes = {f"{IC}-{fw}": lock[f"export@{IC}-{fw}"]["outs"][0]["md5"] for fw in ("keras", "torch")}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(served(server)[name]["provenance"]["dvc_md5"] != md5
+                                                  for name, md5 in new_hashes.items()):
+            time.sleep(0.5)
+        after = served(server)
+        for name, model in after.items():
+            if name in new_hashes:  # reloaded: the new export, not yet committed
+                assert model["provenance"]["dvc_md5"] == new_hashes[name] != before[name]["provenance"]["dvc_md5"]
+                assert not model["provenance"]["committed"] and model["loaded_at"] > before[name]["loaded_at"]
+            else:  # untouched models are not reloaded
+                assert model["loaded_at"] == before[name]["loaded_at"] and model["status"] == "ready"
+        answer_after = httpx.post(f"{server.url}/v1/models/{IC}-torch/predict", json=image).json()
+        assert answer_after["predictions"] != answer_before["predictions"]
+        assert server.stop() == 0  # graceful
     commit(repo_copy, "learning rate 0.002")
+    # The previous commit's models, read through DVC's API from the cache: what `serve-models --rev HEAD~1` serves.
+    previous = Registry(Revision(repo_copy, "HEAD~1"), max_batch=8, threads=1)
+    previous.load()
+    old_torch = previous.models[f"{IC}-torch"]
+    assert old_torch.provenance["dvc_md5"] == before[f"{IC}-torch"]["provenance"]["dvc_md5"]
+    request = old_torch.request_model.model_validate(image)
+    proba = old_torch.score(old_torch.interface.model_inputs(request, old_torch.card, old_torch.prepared))["proba"][0]
+    assert proba.tolist() == pytest.approx(list(answer_before["predictions"][0]["probabilities"].values()), abs=1e-7)
 
     params_diff = dvc(repo_copy, "params", "diff", "HEAD~1", "--json").stdout
     change = json.loads(params_diff)["params.yaml"][f"{IC}.train.learning_rate"]
@@ -78,7 +117,11 @@ def test_param_change_reruns_only_dependent_stages_and_diffs_show_it(repo_copy):
     assert "confusion" in html.lower() and "loss" in html
 
 
+@pytest.mark.slow
 def test_forced_rerun_gives_identical_metrics(repo_copy):
+    """Slow suite since the server tests joined the default one: there, every framework's retrain
+    to byte-identical models is test_keep_results' display-only param test, and the CNN's forced
+    rerun at full size is test_default_image_classification_meets_the_targets_and_reruns_identically."""
     before = {framework: read_metrics(repo_copy, framework) for framework in ("keras", "torch")}
     dvc(repo_copy, "repro", "--force", "--downstream", f"train@{IC}-keras", f"train@{IC}-torch")
     after = {framework: read_metrics(repo_copy, framework) for framework in ("keras", "torch")}

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 class ServeSettings:
     """How the server scores. ``micro_batch``: most examples per onnxruntime call for models that
     batch (images); 1 turns micro-batching off. ``max_wait_ms``: how long the first request of a
-    batch waits for company. ``max_request_examples``: the most examples one request may carry.
+    batch may wait for company beyond the requests the server is already reading (0: not at all;
+    the event loop's timers tick in whole milliseconds). ``max_request_examples``: the most
+    examples one request may carry.
     ``threads``: onnxruntime intra-op threads per call; ``workers``: calls at once.
     ``watch_s``: how often the workspace is checked for a new ``dvc repro`` (None: only ``POST /v1/reload``)."""
 
     micro_batch: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_request_examples: int = 64
     max_body_bytes: int = 8 * 1024 * 1024
     threads: int = 1

@@ -57,9 +57,10 @@ its remote, as ``dvc.api`` reads them)."""
 
         self.root = Path(root)
         self.rev = rev
-        if git_commit(self.root, rev) is None:
+        self.resolved = git_commit(self.root, rev)  # once: a branch that moves later does not move what is served
+        if self.resolved is None:
             raise ValueError(f"{rev!r} is not a git revision of {self.root}")
-        self.files = DVCFileSystem(str(self.root), rev=rev)  # git's files and DVC's outputs at that commit
+        self.files = DVCFileSystem(str(self.root), rev=self.resolved)  # git's files and DVC's outputs there
 
     def read(self, path: str) -> bytes:
         if not self.files.exists(path):
@@ -67,10 +68,10 @@ its remote, as ``dvc.api`` reads them)."""
         return self.files.read_bytes(path)
 
     def commit(self) -> str | None:
-        return git_commit(self.root, self.rev)
+        return self.resolved
 
     def signature(self) -> tuple:
-        return (self.commit(),)  # a revision's files never change
+        return (self.resolved,)  # a commit's files never change
 
 
 def git_commit(root: Path, rev: str) -> str | None:
@@ -140,18 +141,19 @@ class ServedModel:
                       "example": self.interface.example(self.card),
                       "graph": {"name": session_input.name, "shape": session_input.shape, "type": session_input.type}},
             "output": {"names": list(self.task.output_names),
-                       "graph": [{"name": o.name, "shape": o.shape, "type": o.type} for o in self.session.get_outputs()],
-                       **({"class_names": self.card["class_names"]} if "class_names" in self.card else {})},
+                       "graph": [{"name": o.name, "shape": o.shape, "type": o.type} for o in self.session.get_outputs()]},
             "provenance": self.provenance, "test_metrics": self.metrics,
             "loaded_at": self.loaded_at, **({"reload_error": self.reload_error} if self.reload_error else {}),
         }
 
 
 def served_names(source: Workspace | Revision) -> dict[str, tuple[str, str, str]]:
-    """``<project>-<variant>`` -> (project, variant, framework), from the params' generated variant list."""
+    """``<project>-<variant>`` -> (project, variant, framework), from the params' generated variant
+    list: every variant of every project that declares a serving interface."""
     params = yaml.safe_load(source.read("params.yaml")) or {}
     return {name: (spec["project"], spec["variant"], spec["framework"])
-            for name, spec in (params.get("variants") or {}).items()}
+            for name, spec in (params.get("variants") or {}).items()
+            if get_project(spec["project"]).serving is not None}
 
 
 def session_options(threads: int) -> Any:
@@ -212,7 +214,7 @@ class Registry:
 
     Loading replaces a model only when the new one loads: a model that fails to reload keeps
     serving its previous version (its ``reload_error`` says why); a name never loaded is a
-    :class:`LoadFailure`.
+    :class:`LoadFailure`. Readers see one complete set of models: a load replaces it whole.
     """
 
     def __init__(self, source: Workspace | Revision, *, max_batch: int, threads: int):
@@ -227,23 +229,26 @@ class Registry:
     def names(self) -> dict[str, tuple[str, str, str]]:
         return served_names(self.source)
 
-    def load(self) -> dict[str, list[str]]:
-        """(Re)load every model whose export changed; returns the names loaded, kept and failed."""
+    def load(self, explicit: bool = True) -> dict[str, list[str]]:
+        """(Re)load every model whose export changed; returns the names loaded, unchanged and failed.
+        A model changed when dvc.lock records a new hash for its export, or, on an ``explicit``
+        reload, when its ONNX bytes differ (a file copied in by hand): the watch waits for dvc.lock,
+        which DVC writes once a stage's outputs are complete. The new set replaces the old at once."""
         with self._lock:
             signature = self.source.signature()
-            lock_text = self._optional("dvc.lock")
-            lock_hashes = export_hashes(lock_text)
+            lock_hashes = export_hashes(self._optional("dvc.lock"))
             commit = self.source.commit()
             committed = lock_hashes if self.source.rev is not None else export_hashes(self._head_lock())
             outcome: dict[str, list[str]] = {"loaded": [], "unchanged": [], "failed": []}
-            names = self.names()
-            for name, (project, variant, framework) in names.items():
+            models: dict[str, ServedModel | LoadFailure] = {}
+            for name, (project, variant, framework) in self.names().items():
                 current = self.models.get(name)
-                if isinstance(current, ServedModel) and not self._changed(current, lock_hashes.get(name)):
+                if isinstance(current, ServedModel) and not self._changed(current, lock_hashes.get(name), explicit):
+                    models[name] = current
                     outcome["unchanged"].append(name)
                     continue
                 try:
-                    self.models[name] = load_model(
+                    models[name] = load_model(
                         self.source, name, project, variant, framework, max_batch=self.max_batch, threads=self.threads,
                         lock_hashes=lock_hashes, commit=commit, committed_hashes=committed)
                     outcome["loaded"].append(name)
@@ -251,18 +256,18 @@ class Registry:
                     message = f"{type(error).__name__}: {error}"
                     if isinstance(current, ServedModel):
                         current.reload_error = message
+                        models[name] = current
                     else:
-                        self.models[name] = LoadFailure(name, project, variant, message)
+                        models[name] = LoadFailure(name, project, variant, message)
                     outcome["failed"].append(name)
-            for name in set(self.models) - set(names):  # variants no longer in params.yaml
-                del self.models[name]
-            self.loaded, self.signature = True, signature
+            self.models, self.loaded, self.signature = models, True, signature
             return outcome
 
-    def _changed(self, model: ServedModel, dvc_hash: str | None) -> bool:
-        """A new DVC hash in dvc.lock, or different ONNX bytes on disk (a hand-copied model)."""
+    def _changed(self, model: ServedModel, dvc_hash: str | None, explicit: bool) -> bool:
         if dvc_hash != model.provenance["dvc_md5"]:
             return True
+        if not explicit:
+            return False
         try:
             onnx = self.source.read(f"{model.provenance['dvc_path']}/model.onnx")
         except FileNotFoundError:

@@ -37,6 +37,7 @@ class ServerProcess:
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log()}")
             try:
                 if self.get("/ready")["ready"]:
@@ -52,15 +53,18 @@ class ServerProcess:
             return json.loads(response.read())
 
     def log(self) -> str:
-        self._log.flush()
+        """What the server printed so far (the child writes the file itself)."""
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM (uvicorn's graceful shutdown), then wait; the exit code."""
+        """SIGTERM (uvicorn's graceful shutdown), then wait; the exit code. Killed if it hangs."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
         finally:
             self._log.close()
 
