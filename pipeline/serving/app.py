@@ -294,12 +294,19 @@ def served_table(registry: Registry) -> str:
 
 
 async def watch(server: Server, every_s: float) -> None:
-    """Reload when ``dvc.lock`` or ``params.yaml`` changes (a ``dvc repro`` finished a stage): only
-    the models whose export's DVC hash changed, so an export still being written is never read."""
+    """Reload when ``dvc.lock`` or ``params.yaml`` has changed and then stayed the same for one
+    interval (DVC rewrites dvc.lock in place after each stage: a file still being written is not
+    read): only the models whose export has a new DVC hash there, whose files are then complete."""
+    registry, settling = server.registry, None
     while True:
         await asyncio.sleep(every_s)
         try:
-            if server.registry.loaded and server.registry.stale():
+            signature = registry.source.signature()
+            if not registry.loaded or signature == registry.signature:
+                settling = None
+            elif signature != settling:
+                settling = signature  # changed since the last look: give it an interval to settle
+            else:
                 await server.reload(explicit=False)
         except Exception:  # noqa: BLE001 -- a half-written params.yaml, a file gone mid-checkout: try again later
             log.exception("watching the workspace failed; retrying in %s s", every_s)

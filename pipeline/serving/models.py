@@ -264,10 +264,10 @@ class Registry:
             return outcome
 
     def _changed(self, model: ServedModel, dvc_hash: str | None, explicit: bool) -> bool:
+        if not explicit:  # the watch: only a new hash in dvc.lock (none: the entry is being rewritten)
+            return dvc_hash is not None and dvc_hash != model.provenance["dvc_md5"]
         if dvc_hash != model.provenance["dvc_md5"]:
             return True
-        if not explicit:
-            return False
         try:
             onnx = self.source.read(f"{model.provenance['dvc_path']}/model.onnx")
         except FileNotFoundError:
@@ -284,5 +284,3 @@ class Registry:
         result = subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=self.source.root, capture_output=True, text=True)
         return result.stdout if result.returncode == 0 else None
 
-    def stale(self) -> bool:
-        return self.signature != self.source.signature()

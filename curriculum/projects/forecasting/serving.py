@@ -90,7 +90,8 @@ class ForecastOrigin(Interface):
         origins = frozenset(card["origins"])
 
         def origin_in_series(origin: Date, info: ValidationInfo) -> Date:
-            if info.data.get("window") is None and origin.isoformat() not in origins:
+            # "window" missing from info.data: it was given but is invalid, and its own error says why
+            if "window" in info.data and info.data["window"] is None and origin.isoformat() not in origins:
                 raise ValueError(f"{origin} is not a date the served series can forecast from: without a `window`, "
                                  f"pick one from {card['first_origin']} to {card['last_origin']} with {lookback} steps "
                                  f"of history (on a trading calendar, a trading day)")
