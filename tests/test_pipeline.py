@@ -67,8 +67,10 @@ def served(server: ServerProcess) -> dict[str, dict]:
 
 def test_param_change_reruns_only_dependent_stages_and_diffs_show_it(repo_copy, tmp_path):
     """... and the model server, watching the workspace, serves the new models once `dvc repro` is done."""
+    commit(repo_copy, "built")  # the smoke copy's outputs, committed: what HEAD~1 serves below
     with ServerProcess(repo_copy, "--watch", "0.5", log_path=tmp_path / "server.log") as server:
         before = served(server)
+        assert all(model["provenance"]["committed"] for model in before.values())
         image = {"images": [(np.eye(28, dtype=int) * 255).tolist()]}
         answer_before = httpx.post(f"{server.url}/v1/models/{IC}-torch/predict", json=image).json()
 
