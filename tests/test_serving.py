@@ -243,6 +243,12 @@ def test_a_missing_model_is_reported_the_others_serve_batch_and_shut_down_gracef
         refused = predict(server, "simple_nn-keras", {"rows": []})
         assert refused.status_code == 503 and "failed to load" in refused.json()["detail"]
         assert predict(server, "simple_nn-torch", listed["simple_nn-torch"]["input"]["example"]).status_code == 200
+        # The file is back (as `dvc checkout` would put it): an explicit reload loads it, the rest stay as they are.
+        shutil.copy2(built_repo / "data/simple_nn/export/keras/model.onnx", root / "data/simple_nn/export/keras/model.onnx")
+        reloaded = httpx.post(f"{server.url}/v1/reload", timeout=60).json()
+        assert reloaded["loaded"] == ["simple_nn-keras"] and reloaded["failed"] == []
+        assert server.get("/ready")["failed"] == {} and server.get("/v1/models/simple_nn-keras")["status"] == "ready"
+        assert server.get("/v1/models/simple_nn-torch")["loaded_at"] == listed["simple_nn-torch"]["loaded_at"]
 
         # Requests that arrive within the wait (1 s here) are scored in one onnxruntime call.
         name, example = "image_classification-torch", listed["image_classification-torch"]["input"]["example"]
