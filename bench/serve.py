@@ -96,7 +96,7 @@ def in_process(repo: Path, model: dict, body: dict, repeats: int) -> dict[str, f
     from pipeline.serving.models import Workspace, load_model
 
     served = load_model(Workspace(repo), model["name"], model["project"], model["variant"], model["framework"],
-                        max_batch=64, threads=1, lock_hashes={}, commit=None, committed_hashes={})
+                        max_batch=64, threads=1, dvc_hash=None, committed_hash=None, commit=None)
     interface = get_project(model["project"]).serving
     inputs = interface.model_inputs(served.request_model.model_validate(body), served.card, served.prepared)
     for _ in range(20):

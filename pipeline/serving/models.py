@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
@@ -167,15 +167,14 @@ def session_options(threads: int) -> Any:
 
 
 def load_model(source: Workspace | Revision, name: str, project_name: str, variant: str, framework: str, *,
-               max_batch: int,
-               threads: int, lock_hashes: Mapping[str, str], commit: str | None,
-               committed_hashes: Mapping[str, str]) -> ServedModel:
-    """Read and check one export; raises with a message naming the missing or bad file."""
+               max_batch: int, threads: int, dvc_hash: str | None, committed_hash: str | None,
+               commit: str | None) -> ServedModel:
+    """Read and check one export of a project with a serving interface; raises with a message
+    naming the missing or bad file. ``dvc_hash``: its export's hash in the source's dvc.lock;
+    ``committed_hash``: in HEAD's."""
     import onnxruntime as ort
 
     project = get_project(project_name)
-    if project.serving is None:
-        raise ValueError(f"project {project_name} declares no serving interface")
     directory = EXPORT_DIR.format(project=project_name, variant=variant)
     card = json.loads(read_file(source, f"{directory}/{CARD_FILE}"))
     artifacts = {artifact: json.loads(read_file(source, f"{directory}/{artifact}.json"))
@@ -186,7 +185,6 @@ def load_model(source: Workspace | Revision, name: str, project_name: str, varia
         metrics = json.loads(read_file(source, METRICS_FILE.format(project=project_name, variant=variant)))
     except FileNotFoundError:
         metrics = {}
-    dvc_hash = lock_hashes.get(name)
     return ServedModel(
         name=name, project=project_name, variant=variant, framework=framework, card=card, session=session,
         interface=project.serving, task=project.task,
@@ -195,7 +193,7 @@ def load_model(source: Workspace | Revision, name: str, project_name: str, varia
         provenance={"source": "workspace" if source.rev is None else f"revision {source.rev}",
                     "git_commit": commit, "dvc_path": directory, "dvc_md5": dvc_hash,
                     # in the workspace: whether HEAD's dvc.lock records this same export
-                    "committed": dvc_hash is not None and committed_hashes.get(name) == dvc_hash,
+                    "committed": dvc_hash is not None and committed_hash == dvc_hash,
                     "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest()},
         metrics={key: metrics[key] for key in project.task.table_metrics() if key in metrics},
     )
@@ -226,9 +224,6 @@ class Registry:
         self.signature: tuple | None = None
         self._lock = threading.Lock()
 
-    def names(self) -> dict[str, tuple[str, str, str]]:
-        return served_names(self.source)
-
     def load(self, explicit: bool = True) -> dict[str, list[str]]:
         """(Re)load every model whose export changed; returns the names loaded, unchanged and failed.
         A model changed when dvc.lock records a new hash for its export, or, on an ``explicit``
@@ -241,7 +236,7 @@ class Registry:
             committed = lock_hashes if self.source.rev is not None else export_hashes(self._head_lock())
             outcome: dict[str, list[str]] = {"loaded": [], "unchanged": [], "failed": []}
             models: dict[str, ServedModel | LoadFailure] = {}
-            for name, (project, variant, framework) in self.names().items():
+            for name, (project, variant, framework) in served_names(self.source).items():
                 current = self.models.get(name)
                 if isinstance(current, ServedModel) and not self._changed(current, lock_hashes.get(name), explicit):
                     models[name] = current
@@ -250,7 +245,7 @@ class Registry:
                 try:
                     models[name] = load_model(
                         self.source, name, project, variant, framework, max_batch=self.max_batch, threads=self.threads,
-                        lock_hashes=lock_hashes, commit=commit, committed_hashes=committed)
+                        dvc_hash=lock_hashes.get(name), committed_hash=committed.get(name), commit=commit)
                     outcome["loaded"].append(name)
                 except Exception as error:  # noqa: BLE001 -- reported per model; the others still serve
                     message = f"{type(error).__name__}: {error}"
