@@ -36,7 +36,7 @@ def _time_steps(workload: str, steps: int) -> float:
 
             train = CNNTrain.model_validate({
                 "epochs": 1, "batch_size": 64, "learning_rate": 1e-3, "dropout": 0.5, "l2": 0.0, "batch_norm": False,
-                "early_stopping": None, "reduce_lr": None, "log_every": 1, "threads": 2, "monitor": "loss"})
+                "early_stopping": None, "reduce_lr": None, "log_every": 1, "threads": 2, "processes": 1, "device": "cpu", "monitor": "loss"})
             model = build_small_cnn({"input_shape": [28, 28, 1], "n_outputs": 10}, train)
             x = torch.from_numpy(rng.random((64, 28, 28, 1), dtype=np.float32))
             y = torch.from_numpy(rng.integers(0, 10, 64))
@@ -48,7 +48,7 @@ def _time_steps(workload: str, steps: int) -> float:
             train = ForecastTrain.model_validate({
                 "epochs": 1, "batch_size": 32, "learning_rate": 0.01, "l2": 0.0, "units": 32, "layers": 1,
                 "dropout": 0.5, "heads": 4, "loss": "mse", "early_stopping": None, "reduce_lr": None,
-                "log_every": 1, "threads": 1, "monitor": "loss"})
+                "log_every": 1, "threads": 1, "processes": 1, "device": "cpu", "monitor": "loss"})
             model = build_gru({"lookback": 56, "n_features": 6, "horizon": 7}, train)
             x = torch.from_numpy(rng.random((32, 56, 6), dtype=np.float32))
             y = torch.from_numpy(rng.random((32, 7), dtype=np.float32))
@@ -71,7 +71,7 @@ def _time_steps(workload: str, steps: int) -> float:
         keras.utils.set_random_seed(0)
         train = CNNTrain.model_validate({
             "epochs": 1, "batch_size": 64, "learning_rate": 1e-3, "dropout": 0.5, "l2": 0.0, "batch_norm": False,
-            "early_stopping": None, "reduce_lr": None, "log_every": 1, "threads": 2, "monitor": "loss"})
+            "early_stopping": None, "reduce_lr": None, "log_every": 1, "threads": 2, "processes": 1, "device": "cpu", "monitor": "loss"})
         model = build_small_cnn({"input_shape": [28, 28, 1], "n_outputs": 10}, train)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         x, y = rng.random((64, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 64)

@@ -26,7 +26,7 @@ from curriculum.projects.image_classification import PROJECT, CNNTrain
 TRAIN = CNNTrain.model_validate({
     "epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "dropout": 0.5, "l2": 0.0, "batch_norm": False,
     "early_stopping": None, "reduce_lr": {"factor": 0.5, "patience": 2, "min_lr": 1e-5}, "log_every": 1,
-    "threads": 2, "monitor": "loss", "augment": None,
+    "threads": 2, "processes": 1, "device": "cpu", "monitor": "loss", "augment": None,
 })
 SPEC = {"input_shape": [28, 28, 1], "n_outputs": 10}
 

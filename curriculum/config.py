@@ -76,7 +76,13 @@ class TrainConfig(Section):
     early_stopping: EarlyStopping | None
     reduce_lr: ReduceLR | None
     log_every: PositiveInt
-    threads: PositiveInt  # CPU threads the framework may use: pinned, since results depend on it
+    threads: PositiveInt  # CPU threads the framework may use (per process): pinned, since results depend on it
+    # Data-parallel training processes: 1, or N for PyTorch DDP under torchrun (gloo on CPU, NCCL
+    # on GPUs); each process takes 1/N of every batch, so the global batch stays ``batch_size``.
+    processes: PositiveInt
+    # Where PyTorch trains: ``auto`` is CUDA when torch sees a GPU, else the CPU. Keras ignores it:
+    # TensorFlow places ops on a GPU by itself.
+    device: Literal["auto", "cpu", "cuda"]
     # What picks the best epoch and drives early stopping and reduce-LR: the validation loss, or
     # the task's epoch metric on validation (accuracy...), for models whose loss keeps rising
     # with confidence while they still get more answers right.
@@ -163,6 +169,14 @@ class TuneConfig(Section):
     space: Annotated[dict[str, SpaceEntry], Field(min_length=1)]
 
 
+# Why a back end has no multi-process training here (see the README's "Beyond one machine").
+DISTRIBUTED_REASONS = {
+    "keras": "Keras 3's model.fit fails under tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585) "
+             "and MirroredStrategy only splits batches between devices of one process: on GPUs, not CPU cores",
+    "numpy": "the from-scratch loop is single-process by design",
+}
+
+
 class ProjectConfig(Section):
     """The keys every project section has; a project subclasses it (and these sections) with its own
     keys, and adds its ``validate`` and ``preprocess`` sections."""
@@ -176,6 +190,16 @@ class ProjectConfig(Section):
     evaluate: Section
     export: ExportConfig
     tune: TuneConfig | None  # the project's hyperparameter study (python -m pipeline tune); null: none
+
+    @model_validator(mode="after")
+    def _distributed_only_in_torch(self) -> "ProjectConfig":
+        """Multi-process training is PyTorch DDP's; the other back ends train in one process."""
+        for name, variant in self.variants.items():
+            if variant.framework != "torch" and self.variant_train(name).processes > 1:
+                raise ValueError(
+                    f"variants.{name}: train.processes > 1 needs framework torch (DDP under torchrun); "
+                    f"{variant.framework} trains in one process ({DISTRIBUTED_REASONS[variant.framework]})")
+        return self
 
     def variant_train(self, variant: str) -> TrainConfig:
         """The train section one variant trains with: the project's, with the variant's own keys

@@ -12,6 +12,8 @@ so it is neither a DVC output nor in git, and only the results table shows it.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import curriculum
 import stages
 from curriculum import tuning
-from curriculum.frameworks import get_backend
+from curriculum.frameworks import get_backend, launched_rank
 from curriculum.frameworks.checkpoints import (
     CheckpointMismatch, Checkpoints, fingerprint, publish_dir, publish_live, staging_dir,
 )
@@ -41,12 +43,19 @@ def main() -> None:
 
     train = config.variant_train(args.variant)
     backend = get_backend(variant.framework)
+    rank = launched_rank()
+    if train.processes > 1 and rank is None:  # this stage again, as the back end's training processes
+        sys.exit(backend.launch(train.processes, "stages.train", sys.argv[1:]))
     data = ProcessedData.read(args.data)
     model_data = project.model_data(data, variant.model)
     spec = project.model_spec(model_data)
     backend.set_threads(train.threads)
     backend.seed_everything(config.seed)
     model = project.build_model(variant.model, variant.framework, spec, train, data.fitted)
+    if rank:  # a helper process of data-parallel training: its share of every batch, no files
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # rank 0 prints the same epochs
+            backend.fit(model, model_data, project.task, train, config.seed, args.model_dir, DiscardedLive())
+        return
 
     # Every module of the run is loaded now: the fingerprint covers its code as well.
     meta = model_meta(args.project, args.variant, variant.framework, variant.model, spec, train)
@@ -77,6 +86,17 @@ def main() -> None:
         seconds, resumed.epoch if resumed is not None else None, args.live_dir / TRAIN_SUMMARY_FILE))
     checkpoints.discard()
     print(f"{args.project}/{args.variant}: trained in {seconds:.1f} s -> {args.model_dir}")
+
+
+class DiscardedLive:
+    """Where a helper process of data-parallel training logs its epochs: nowhere (rank 0 logs the
+    same figures; the helpers keep no checkpoints either, rank 0 passes a resumed state on)."""
+
+    def log_metric(self, *args, **kwargs) -> None:
+        pass
+
+    def next_step(self) -> None:
+        pass
 
 
 if __name__ == "__main__":

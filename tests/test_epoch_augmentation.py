@@ -30,7 +30,7 @@ TASK = Classification(binary=False, augment_images=True)
 def train_config(epochs: int, augment: Augment | None = AUGMENT, **changes) -> CNNTrain:
     return CNNTrain.model_validate({
         "epochs": epochs, "batch_size": BATCH, "learning_rate": 0.01, "l2": 0.0, "early_stopping": None,
-        "reduce_lr": None, "log_every": 100, "threads": 1, "monitor": "loss", "dropout": 0.0, "batch_norm": False,
+        "reduce_lr": None, "log_every": 100, "threads": 1, "processes": 1, "device": "cpu", "monitor": "loss", "dropout": 0.0, "batch_norm": False,
         "augment": augment.model_dump() if augment is not None else None, **changes,
     })
 

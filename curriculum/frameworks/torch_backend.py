@@ -5,17 +5,22 @@ come from the project's task, the architecture (and its input layout) from the m
 """
 from __future__ import annotations
 
-import copy
+import os
 import random
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from curriculum.frameworks import launched_rank
 from curriculum.frameworks.checkpoints import Checkpoints
 from curriculum.frameworks.epochs import EpochEnd
 from curriculum.layout import ProcessedData
@@ -35,11 +40,48 @@ def set_threads(threads: int | None) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed every generator and forbid non-deterministic kernels, so reruns match bit for bit."""
+    """Seed every generator and forbid non-deterministic kernels, so reruns match bit for bit.
+
+    On CUDA that also takes cuBLAS' fixed workspace (read when CUDA starts, so set before any
+    tensor reaches the GPU) and cuDNN's deterministic algorithms without autotuning."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True)
+
+
+def training_device(device: str) -> torch.device:
+    """The ``train.device`` param as a device: ``auto`` is CUDA when torch sees a GPU, else the CPU.
+    Under DDP each process takes the GPU of its local rank."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device (use auto or cpu)")
+    if device == "cuda" and launched_rank() is not None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(device)
+
+
+def launch(processes: int, module: str, arguments: list[str]) -> int:
+    """Run ``python -m module arguments`` as ``processes`` DDP processes under torchrun
+    (``torch.distributed.run --standalone``: a rendezvous on this machine) and return its exit status."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", module, *arguments]
+    print(f"training in {processes} processes: {' '.join(command[1:])}", flush=True)
+    return subprocess.run(command).returncode
+
+
+def _join_process_group(device: torch.device) -> tuple[int, int]:
+    """This process's rank and the world size, joining torchrun's process group when launched:
+    gloo on the CPU, NCCL on GPUs."""
+    if launched_rank() is None:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 class PredictionModel(nn.Module):
@@ -67,11 +109,28 @@ def _l2_penalty(model: nn.Module, l2: float) -> torch.Tensor:
     return l2 * sum((w ** 2).sum() for w in kernels)
 
 
-def _evaluate(model: nn.Module, task: Task, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def _evaluate(model: nn.Module, task: Task, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+              rank: int = 0, world: int = 1) -> tuple[float, float]:
+    """Validation loss and metric. Under DDP each process scores every ``world``-th example and
+    the sums are added up, so all processes see the same figures and stop at the same epoch."""
     model.eval()
     with torch.no_grad():
-        output = model(x)
-        return loss_fn(output, y).item(), task.torch_metric(output, y).mean().item()
+        if world == 1:
+            output = model(x.to(device))
+            y = y.to(device)
+            return loss_fn(output, y).item(), task.torch_metric(output, y).mean().item()
+        xs, ys = x[rank::world].to(device), y[rank::world].to(device)
+        output = model(xs)
+        totals = torch.tensor([loss_fn(output, ys).item() * len(xs), task.torch_metric(output, ys).sum().item(), len(xs)],
+                              dtype=torch.float64)
+    dist.all_reduce(totals)
+    loss_sum, metric_sum, count = totals.tolist()
+    return loss_sum / count, metric_sum / count
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict copied to the CPU: what is kept as the best weights and saved, whatever the device."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
 STATE_FILE = "state.pt"
@@ -100,7 +159,14 @@ def fit(
     ``checkpoints``, every epoch ends with a checkpoint of the whole training state (weights,
     optimizer, scheduler, early-stopping counters, best weights, the shuffling and global RNGs),
     and a checkpoint left by a killed run is continued from its next epoch, exactly.
+
+    On ``train.device``. Under torchrun (``train.processes`` > 1) the model is wrapped in
+    DistributedDataParallel: every process draws the same epoch order, takes every N-th example
+    of each global batch and averages gradients with the others; rank 0 alone logs, checkpoints
+    (it passes a resumed state on to the others) and writes the model.
     """
+    device = training_device(train.device)
+    rank, world = _join_process_group(device)
     train_split, val_split = data.split("train"), data.split("val")
     x_train, x_val = as_tensor(task.inputs(train_split)), as_tensor(task.inputs(val_split))
     y_train, y_val = task.torch_targets(task.targets(train_split)), task.torch_targets(task.targets(val_split))
@@ -109,6 +175,7 @@ def fit(
     # DataLoader over a TensorDataset, which indexes and re-stacks every example (bench/).
     batch_size = train.batch_size or len(x_train)
     shuffle = torch.Generator().manual_seed(seed)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train.learning_rate)
     reduce_lr = train.reduce_lr
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -117,19 +184,29 @@ def fit(
     best: dict[str, Any] = {}
 
     def keep_best() -> None:
-        best["weights"] = copy.deepcopy(model.state_dict())
+        best["weights"] = _cpu_copy(model.state_dict())
 
     end_epoch = EpochEnd(live, train, task, save_checkpoint=keep_best)
 
     def training_state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        return {"model": _cpu_copy(model.state_dict()), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "best": best.get("weights"), "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()}
+                "best": best.get("weights"), "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
     first_epoch, stopped = 1, False
     resumed = checkpoints.resumed if checkpoints is not None else None
+    restart = None
     if resumed is not None:
-        saved = torch.load(resumed.files / STATE_FILE, weights_only=True)
+        restart = {"saved": torch.load(resumed.files / STATE_FILE, weights_only=True, map_location="cpu"),
+                   "epoch_end": resumed.state["epoch_end"], "epoch": resumed.epoch, "stopped": resumed.stopped}
+        checkpoints.resume_global_rngs()
+    if world > 1:  # rank 0 holds the checkpoints: the other processes resume from what it read
+        shared = [restart]
+        dist.broadcast_object_list(shared, src=0)
+        restart = shared[0]
+    if restart is not None:
+        saved = restart["saved"]
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
@@ -138,28 +215,41 @@ def fit(
             best["weights"] = saved["best"]
         shuffle.set_state(saved["shuffle"])
         torch.set_rng_state(saved["torch_rng"])
-        end_epoch.restore(resumed.state["epoch_end"])
-        checkpoints.resume_global_rngs()
-        first_epoch, stopped = resumed.epoch + 1, resumed.stopped
+        if saved.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        end_epoch.restore(restart["epoch_end"])
+        first_epoch, stopped = restart["epoch"] + 1, restart["stopped"]
+    # DDP broadcasts rank 0's weights (and buffers, before every forward) and averages gradients.
+    trained = DistributedDataParallel(model) if world > 1 else model
+    # A weight with a size-1 axis (a conv on one input channel) may have any stride on that axis:
+    # DDP then warns that its gradient's layout differs from the bucket's, which costs nothing here.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
     for epoch in range(first_epoch, 1 if stopped else train.epochs + 1):
-        model.train()
-        total_loss, total_metric, seen = 0.0, 0.0, 0
+        trained.train()
+        totals = torch.zeros(3, dtype=torch.float64)  # loss and metric summed over examples, examples seen
         inputs, order = _epoch_inputs(task, train_split, epoch, train, seed, x_train, shuffle)
         starts = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{train.epochs}",
-                      unit="batch", leave=False, disable=None)  # None: no bars when not on a terminal (logs)
+                      unit="batch", leave=False, disable=None if rank == 0 else True)  # None: no bars in logs
         for start in starts:
             index = order[start:start + batch_size]
-            xb, yb = inputs[index], y_train[index]
+            if len(index) < world:  # too few for every process to take one: skipped by all alike
+                continue
+            index = index[rank::world]
+            xb, yb = inputs[index].to(device), y_train[index].to(device)
             optimizer.zero_grad()
-            output = model(xb)
+            output = trained(xb)
             loss = loss_fn(output, yb) + (_l2_penalty(model, train.l2) if train.l2 else 0.0)
             loss.backward()
             optimizer.step()
-            total_loss += loss.item() * len(xb)
-            total_metric += task.torch_metric(output, yb).sum().item()
-            seen += len(xb)
-        val_loss, val_metric = _evaluate(model, task, loss_fn, x_val, y_val)
+            totals += torch.tensor([loss.item() * len(xb), task.torch_metric(output, yb).sum().item(), len(xb)],
+                                   dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(totals)
+            for buffer in model.buffers():  # batch-norm statistics: rank 0's, as in the saved model
+                dist.broadcast(buffer, src=0)
+        total_loss, total_metric, seen = totals.tolist()
+        val_loss, val_metric = _evaluate(model, task, loss_fn, x_val, y_val, device, rank, world)
         learning_rate = optimizer.param_groups[0]["lr"]
         stop = end_epoch(epoch, total_loss / seen, total_metric / seen, val_loss, val_metric, learning_rate)
         if not stop and scheduler is not None:
@@ -172,9 +262,13 @@ def fit(
             break
     if "weights" not in best:
         raise RuntimeError("no epoch had a finite validation loss: there are no best weights to keep")
-    model.load_state_dict(best["weights"])
-    model_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(best["weights"], model_dir / MODEL_FILE)
+    model.to("cpu").load_state_dict(best["weights"])
+    if rank == 0:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(best["weights"], model_dir / MODEL_FILE)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
     return PredictionModel(model.eval(), task.torch_head(), task.output_names).eval()
 
 
