@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {list,run,tune,serve,serve-models,sync,check-params,cache-check,plots,summary}``."""
+"""Command line: ``python -m pipeline {list,run,tune,serve,worker,serve-models,sync,check-params,cache-check,plots,summary}``."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                      help="stages run side by side where the DAG allows (default %(default)s, as in the "
                           "deployments: DVC's repository lock serialises stages anyway)")
+    run.add_argument("--remote", help="a DVC remote (e.g. shared) to pull the project's outputs from before the "
+                                      "stages and push them to after")
     tune = commands.add_parser("tune", help="an Optuna study over a project's `tune` params, every trial a DVC "
                                "experiment (dvc exp show lists them), trials side by side as Prefect tasks")
     tune.add_argument("project")
@@ -28,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", help="Optuna storage URL (default: the section's, else tune/<project>.db)")
     tune.add_argument("--apply-best", action="store_true", help="dvc exp apply the best trial to the workspace")
     commands.add_parser("serve", help="serve the scheduled deployments in prefect.yaml until stopped")
+    commands.add_parser("worker", add_help=False,
+                        help="a Prefect worker on the deployments' work pool whose flow runs run in this clone "
+                             "(`prefect worker start` options follow, e.g. --name, --limit)")
     models = commands.add_parser("serve-models", help="serve every exported model over HTTP (FastAPI on onnxruntime): "
                                                       "the API, its docs at /docs and a page to try them at /")
     models.add_argument("--rev", help="serve the models of this git revision (read through dvc.api from the DVC "
@@ -81,6 +86,13 @@ def main() -> None:
         from pipeline.cache_check import main as cache_check
 
         raise SystemExit(cache_check(["--repo", str(args.repo), *rest]))
+    if args.command == "worker":
+        import os
+
+        from pipeline.deployments import worker_command
+
+        command, env = worker_command(args.repo, rest)
+        os.execve(command[0], command, env)
     if rest:
         build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
 
@@ -95,8 +107,8 @@ def main() -> None:
         start_ephemeral_api()
         flow = project_flow.with_options(task_runner=task_runner(args.workers))
         try:
-            flow(project=args.project.replace("-", "_"), repo_root=str(args.repo))
-        except dvc_bridge.StageFailed as failure:  # its message carries the stage's own last lines
+            flow(project=args.project.replace("-", "_"), repo_root=str(args.repo), remote=args.remote)
+        except (dvc_bridge.StageFailed, dvc_bridge.TransferFailed) as failure:  # with dvc's own last lines
             raise SystemExit(f"flow {args.project} failed: {failure}") from None
     elif args.command == "tune":
         import subprocess

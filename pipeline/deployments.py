@@ -7,6 +7,8 @@ runner: ``flows.task_runner(DEFAULT_WORKERS)``, the same as ``python -m pipeline
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,11 @@ from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
+from pipeline import WORK_POOL
 from pipeline.flows import project_flow
+
+# prefect.yaml's pull step enters the clone this names: set by `python -m pipeline worker`.
+CLONE_VARIABLE = "DL_CURRICULUM_ROOT"
 
 
 def deployment_specs(repo_root: Path) -> list[dict[str, Any]]:
@@ -38,3 +44,15 @@ def build_deployments(repo_root: Path) -> list[RunnerDeployment]:
 def serve_deployments(repo_root: Path) -> None:
     """Register the deployments and run their scheduled flow runs until interrupted."""
     serve(*build_deployments(repo_root))
+
+
+def worker_command(repo_root: Path, options: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``prefect worker start`` on the deployments' process work pool (created if missing), with
+    ``options`` passed on (``--name``, ``--limit``...), in an environment whose CLONE_VARIABLE makes
+    every flow run this worker takes run in ``repo_root``: each machine's worker in its own clone."""
+    prefect = Path(sys.executable).parent / "prefect"
+    command = [str(prefect), "worker", "start", "--pool", WORK_POOL, "--type", "process", *options]
+    bin_dir = str(Path(sys.executable).parent)  # stage commands call this venv's dvc and python
+    env = {**os.environ, CLONE_VARIABLE: str(repo_root.resolve()),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return command, env

@@ -141,15 +141,10 @@ def venv_dvc(*args: str) -> tuple[list[str], dict[str, str]]:
     return [str(bin_dir / "dvc"), *args], env
 
 
-def repro_stage(repo_root: Path, stage_name: str, log: Callable[[str], Any] = print) -> bool:
-    """``dvc repro --single-item`` one stage, streaming its output to ``log``.
-
-    DVC decides whether the stage reruns (changed deps or params) or is skipped.
-    Returns True if the stage ran, False if DVC found it up to date. On failure raises
-    :class:`StageFailed` with the last TAIL_LINES lines of output (the cause is among them)
-    and whether the failure is transient.
-    """
-    command, env = venv_dvc("--wait-for-lock", "repro", "--single-item", stage_name)
+def _run_dvc(repo_root: Path, args: list[str], log: Callable[[str], Any]) -> tuple[int, tuple[str, ...], bool]:
+    """Run the venv's ``dvc`` with ``args`` in ``repo_root``, streaming its output to ``log``.
+    Returns its exit status, its last TAIL_LINES lines and whether it said a stage was skipped."""
+    command, env = venv_dvc(*args)
     process = subprocess.Popen(
         command, cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
@@ -162,6 +157,41 @@ def repro_stage(repo_root: Path, stage_name: str, log: Callable[[str], Any] = pr
         if line:
             log(line)
             tail.append(line)
-    if process.wait() != 0:
-        raise StageFailed(stage_name, process.returncode, command_exit_code(tail, stage_name), tuple(tail))
+    return process.wait(), tuple(tail), skipped
+
+
+def repro_stage(repo_root: Path, stage_name: str, log: Callable[[str], Any] = print) -> bool:
+    """``dvc repro --single-item`` one stage, streaming its output to ``log``.
+
+    DVC decides whether the stage reruns (changed deps or params) or is skipped.
+    Returns True if the stage ran, False if DVC found it up to date. On failure raises
+    :class:`StageFailed` with the last TAIL_LINES lines of output (the cause is among them)
+    and whether the failure is transient.
+    """
+    status, tail, skipped = _run_dvc(repo_root, ["--wait-for-lock", "repro", "--single-item", stage_name], log)
+    if status != 0:
+        raise StageFailed(stage_name, status, command_exit_code(tail, stage_name), tail)
     return not skipped
+
+
+class TransferFailed(RuntimeError):
+    """``dvc push`` or ``dvc pull`` failed; the message holds its last output lines."""
+
+
+def transfer(repo_root: Path, direction: str, remote: str, stage_names: Iterable[str],
+             log: Callable[[str], Any] = print) -> None:
+    """``dvc push`` or ``dvc pull`` the outputs of these stages, and the run cache, with ``remote``.
+
+    Pulling allows outputs the remote does not hold (``--allow-missing``): a stage nobody has run at
+    this commit is then simply run. The run cache travels too, so a stage whose params were run
+    elsewhere before is restored by ``dvc repro`` rather than recomputed.
+    """
+    if direction not in ("push", "pull"):
+        raise ValueError(f"direction must be push or pull, not {direction!r}")
+    extra = ["--allow-missing"] if direction == "pull" else []
+    status, tail, _ = _run_dvc(repo_root, ["--wait-for-lock", direction, "--run-cache", "--remote", remote,
+                                           *extra, *stage_names], log)
+    if status != 0:
+        lines = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
+        raise TransferFailed(f"dvc {direction} --remote {remote} failed with exit code {status}. "
+                             f"Last {len(tail)} lines of its output:\n{lines}")

@@ -129,11 +129,27 @@ def check_before_stages(repo_root: str, project: str) -> dvc_bridge.ProjectStatu
     return status
 
 
+@task(retries=2, retry_delay_seconds=10)
+def share_through_remote(repo_root: str, project: str, direction: str, remote: str) -> None:
+    """``dvc pull`` before the stages (what another machine already built at this commit is
+    fetched, not rebuilt) or ``dvc push`` after them (so the others can), with the project's
+    stages as targets and the run cache. Retried: a remote is a network away."""
+    names = [node.name for node in dvc_bridge.project_stages(Path(repo_root), project)]
+    dvc_bridge.transfer(Path(repo_root), direction, remote, names, log=get_run_logger().info)
+
+
 @flow(name="dvc-project", log_prints=True, task_runner=task_runner(DEFAULT_WORKERS))
-def project_flow(project: str, repo_root: str = str(REPO_ROOT)) -> list[dict[str, Any]]:
+def project_flow(project: str, repo_root: str = str(REPO_ROOT), remote: str | None = None) -> list[dict[str, Any]]:
     """Run a project's DVC pipeline: every stage a task, submitted in DVC's order and
     waiting on its upstream stages, so independent stages may run side by side (with more
-    than DEFAULT_WORKERS workers). A failed stage fails the flow with its own last lines."""
+    than DEFAULT_WORKERS workers). A failed stage fails the flow with its own last lines.
+
+    With ``remote`` (a DVC remote's name, e.g. ``shared``), the run first pulls what that remote
+    holds of the project and, once every stage succeeded, pushes its outputs there: workers on
+    several machines, each with its own clone, then share one cache.
+    """
+    if remote:
+        share_through_remote.with_options(name="dvc-pull")(repo_root, project, "pull", remote)
     status = check_before_stages(repo_root, project)
     futures: dict[str, PrefectFuture] = {}
     for node in status.stages:
@@ -143,6 +159,8 @@ def project_flow(project: str, repo_root: str = str(REPO_ROOT)) -> list[dict[str
             upstream=[futures[name] for name in node.upstream],
         )
     stage_results = [future.result() for future in futures.values()]
+    if remote:
+        share_through_remote.with_options(name="dvc-push")(repo_root, project, "push", remote)
     publish_results(project, stage_results, Path(repo_root))
     return stage_results
 

@@ -9,12 +9,10 @@ import sys
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from curriculum.layout import ProcessedData
 from pipeline import dvc_bridge
 from pipeline.deployments import build_deployments
-from pipeline.flows import check_before_stages, project_flow
+from pipeline.flows import check_before_stages
 from tests.smoke import REPO_ROOT, dvc
 from tests.test_cache_check import cache_object, flip
 
@@ -53,41 +51,6 @@ def test_project_status_is_what_dvc_status_says(repo_copy):
     assert list(status.stages) == dvc_bridge.project_stages(repo_copy, IC)
 
 
-def snapshot(directory) -> dict[str, bytes]:
-    """Every file under a directory output (e.g. processed data), by relative path."""
-    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
-
-
-async def _flow_run_details(flow_run_id):
-    async with get_client() as client:
-        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        artifacts = await client.read_artifacts()
-    return tasks, artifacts
-
-
-def test_flow_runs_each_stage_through_dvc_and_publishes_metrics(prefect_api, repo_copy):
-    params_path = repo_copy / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params[IC]["evaluate"]["misclassified_examples"] = 10  # only the evaluate stages (and the report) rerun
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-    state = project_flow(project=IC, repo_root=str(repo_copy), return_state=True)
-    assert state.is_completed()
-    results = {r["stage"]: r["ran"] for r in state.result()}
-    assert results == {node.name: node.kind in ("evaluate", "report")
-                       for node in dvc_bridge.project_stages(repo_copy, IC)}
-    assert "up to date" in dvc(repo_copy, "status").stdout
-
-    tasks, artifacts = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
-    assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == sorted([*results, "check_before_stages"])
-    table = next(a for a in artifacts if a.key == "image-classification-results")
-    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert {row["model"] for row in rows} == {"keras", "torch", "most_frequent", "logistic_regression"}
-    assert all(isinstance(row["accuracy"], float) for row in rows)
-    summary = next(a for a in artifacts if a.key == "image-classification-summary")
-    assert "| 1 |" in summary.data and f"evaluate@{IC}-torch | ran" in summary.data
-
-
 def test_check_repairs_a_rotten_cache_object_before_reading_dvc_status(prefect_api, repo_copy):
     lock = yaml.safe_load((repo_copy / "dvc.lock").read_text())
     oid = lock["stages"][f"preprocess@{IC}"]["outs"][0]["md5"]  # data/<IC>/processed's listing
@@ -100,25 +63,6 @@ def test_check_repairs_a_rotten_cache_object_before_reading_dvc_status(prefect_a
     assert listing.read_bytes() == good  # rebuilt from the workspace's files
     assert (repo_copy / ".dvc/cache/quarantine" / oid).exists()
     assert status.changed == frozenset()
-
-
-def test_failing_stage_fails_the_flow_and_skips_downstream(prefect_api, repo_copy):
-    params_path = repo_copy / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params[IC]["validate"]["max_class_imbalance"] = -0.5  # no class can be that balanced
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    processed = repo_copy / f"data/{IC}/processed"
-    processed_before = snapshot(processed)
-    assert processed_before
-
-    state = project_flow(project=IC, repo_root=str(repo_copy), return_state=True)
-    assert state.is_failed()
-    tasks, _ = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
-    by_stage = {t.name.rsplit("-", 1)[0]: t.state for t in tasks}
-    assert by_stage[f"validate@{IC}"].is_failed()
-    assert not any(by_stage[name].is_completed() for name in by_stage if name.startswith(("preprocess", "baselines", "train")))
-    assert snapshot(processed) == processed_before
-    ProcessedData.read(processed)  # still the complete, readable processed data
 
 
 def test_deployments_from_prefect_yaml_register_with_their_schedules(prefect_api):

@@ -201,6 +201,7 @@ if os.environ.get("PREFECT__SERVER_EPHEMERAL") == "1" and "uvicorn" in sys.orig_
 """
 
 
+@pytest.mark.slow  # 50 s; the deployments' real-server test (test_deployments.py) took its place in the default suite
 def test_two_cli_runs_started_together_both_succeed(tmp_path):
     repo = download_repo(tmp_path / "repo")
     (tmp_path / "site").mkdir()
