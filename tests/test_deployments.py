@@ -162,7 +162,7 @@ def test_two_workers_in_two_clones_share_the_server_and_the_remote(built_repo, t
         assert [run.state.type for run in runs] == [StateType.COMPLETED] * 2, worker_logs
 
     ran_in = {project: [name for name in ("machine-a", "machine-b")
-                        if (clones[name] / f"reports/{project}/validation.json").exists()] for project in projects}
+                        if (clones[name] / f"data/{project}/processed").exists()] for project in projects}
     assert sorted(map(len, ran_in.values())) == [1, 1] and ran_in["simple_nn"] != ran_in[IC], ran_in
     machine_c = clones["machine-c"]
     dvc(machine_c, "pull", *stage_names["simple_nn"], *stage_names[IC])
