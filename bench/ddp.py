@@ -2,10 +2,10 @@
 
 Trains the image-classification CNN with the project's own train and evaluate stages on the
 workspace's processed data (the default params: real MNIST, early stopping on validation loss),
-once in one process with ``threads`` threads and once as ``processes`` DDP processes of
-``threads / processes`` threads each (the same cores), alternating, ``--repeats`` times. Prints
-each run's epochs, training time, throughput (training examples per second) and test accuracy,
-then the throughput ratio and the accuracy difference.
+in one process with ``threads`` threads, as ``processes`` DDP processes of ``threads / processes``
+threads each (the same cores), and in one process with one process's share (how DDP scales),
+alternating, ``--repeats`` times. Prints each run's epochs, training time, throughput (training
+examples per second) and test accuracy, then the throughput ratios and the accuracy difference.
 
     dvc repro preprocess@image_classification   # the data it trains on
     python bench/ddp.py [--processes 2] [--threads 2] [--repeats 2] [--epochs N]
@@ -72,23 +72,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, help="a fixed number of epochs (default: the params', early stopping on)")
     args = parser.parse_args()
-    configs = {"1 process": (1, args.threads),
-               f"DDP x{args.processes}": (args.processes, max(1, args.threads // args.processes))}
+    per_process = max(1, args.threads // args.processes)
+    configs = {"1 process": (1, args.threads), f"DDP x{args.processes}": (args.processes, per_process),
+               "1 process, 1 share": (1, per_process)}  # what one DDP process has: the scaling baseline
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
     with tempfile.TemporaryDirectory(prefix="bench-ddp-") as temporary:
         for repeat in range(args.repeats):
             for name, (processes, threads) in configs.items():
-                work = Path(temporary) / f"{repeat}-{processes}"
+                work = Path(temporary) / f"{repeat}-{processes}x{threads}"
                 work.mkdir()
                 result = train_and_score(processes, threads, args.epochs, work)
                 runs[name].append(result)
                 print(f"{name:>10} (threads {threads} each), run {repeat + 1}: {result['epochs']} epochs in "
                       f"{result['train_s']:.1f} s ({result['wall_s']:.1f} s with start-up), "
                       f"{result['examples_per_s']:.0f} examples/s, test accuracy {result['test_accuracy']:.4f}", flush=True)
-    single, ddp = (runs[name] for name in configs)
-    speed = statistics.median(r["examples_per_s"] for r in ddp) / statistics.median(r["examples_per_s"] for r in single)
+    single, ddp = runs["1 process"], runs[f"DDP x{args.processes}"]
+    throughput = {name: statistics.median(r["examples_per_s"] for r in results) for name, results in runs.items()}
+    speed = throughput[f"DDP x{args.processes}"] / throughput["1 process"]
+    scaling = throughput[f"DDP x{args.processes}"] / throughput["1 process, 1 share"]
     accuracy = statistics.mean(r["test_accuracy"] for r in ddp) - statistics.mean(r["test_accuracy"] for r in single)
-    print(f"\nDDP x{args.processes} / 1 process: throughput {speed:.2f}x (medians); "
+    print(f"\nDDP x{args.processes} / 1 process with all {args.threads} threads: throughput {speed:.2f}x; "
+          f"/ 1 process with {per_process} thread(s): {scaling:.2f}x (medians); "
           f"test accuracy {accuracy:+.4f} (means, DDP minus one process)")
 
 
