@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from curriculum.results import TIMING_FILE
@@ -55,6 +56,7 @@ def test_every_training_stage_gets_a_run_cache_entry(built_repo):
                    for entry in entries), f"no run-cache entry for {stage}"
 
 
+@pytest.mark.slow  # 41 s; every training stage's run-cache entry stays checked in the default suite: moved when the real-server deployment test joined the default suite
 def test_reverting_a_param_restores_results_from_the_run_cache(repo_copy):
     commit(repo_copy, "the built results")
     before = tracked_results(repo_copy)
@@ -106,6 +108,7 @@ def test_params_check_stops_bad_params_before_any_output_is_touched(repo_copy):
     commit(repo_copy, "bad params (never run)")
 
 
+@pytest.mark.slow  # 24 s: moved when the real-server deployment test joined the default suite
 def test_a_display_only_param_retrains_to_the_same_model_and_reruns_nothing_after(repo_copy):
     """``log_every`` only changes what is printed: train reruns (DVC sees its params), gives
     byte-identical models -- Keras' archives included -- so evaluate and export stay cached."""
