@@ -35,7 +35,7 @@ def run_stage(module: str, params: Path, work: Path, *extra: str) -> None:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-def train_and_score(processes: int, threads: int, epochs: int | None, work: Path) -> dict[str, float]:
+def train_and_score(processes: int, threads: int, epochs: int | None, train_examples: int, work: Path) -> dict[str, float]:
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     section = params[PROJECT]
     if epochs is not None:
@@ -52,7 +52,6 @@ def train_and_score(processes: int, threads: int, epochs: int | None, work: Path
               "--metrics", str(work / "metrics.json"), "--plots", str(work / "plots"))
     metrics = json.loads((work / "metrics.json").read_text())
     epochs_run = trained["step"] + 1
-    train_examples = _train_examples()
     return {"epochs": epochs_run, "train_s": timing["train_seconds"], "wall_s": wall,
             "examples_per_s": epochs_run * train_examples / timing["train_seconds"],
             "test_accuracy": metrics["accuracy"]}
@@ -76,12 +75,13 @@ def main() -> None:
     configs = {"1 process": (1, args.threads), f"DDP x{args.processes}": (args.processes, per_process),
                "1 process, 1 share": (1, per_process)}  # what one DDP process has: the scaling baseline
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
+    train_examples = _train_examples()
     with tempfile.TemporaryDirectory(prefix="bench-ddp-") as temporary:
         for repeat in range(args.repeats):
             for name, (processes, threads) in configs.items():
                 work = Path(temporary) / f"{repeat}-{processes}x{threads}"
                 work.mkdir()
-                result = train_and_score(processes, threads, args.epochs, work)
+                result = train_and_score(processes, threads, args.epochs, train_examples, work)
                 runs[name].append(result)
                 print(f"{name:>10} (threads {threads} each), run {repeat + 1}: {result['epochs']} epochs in "
                       f"{result['train_s']:.1f} s ({result['wall_s']:.1f} s with start-up), "

@@ -7,7 +7,6 @@ runner: ``flows.task_runner(DEFAULT_WORKERS)``, the same as ``python -m pipeline
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from pipeline import WORK_POOL
+from pipeline.dvc_bridge import venv_dvc
 from pipeline.flows import project_flow
 
 # prefect.yaml's pull step enters the clone this names: set by `python -m pipeline worker`.
@@ -52,7 +52,5 @@ def worker_command(repo_root: Path, options: list[str]) -> tuple[list[str], dict
     every flow run this worker takes run in ``repo_root``: each machine's worker in its own clone."""
     prefect = Path(sys.executable).parent / "prefect"
     command = [str(prefect), "worker", "start", "--pool", WORK_POOL, "--type", "process", *options]
-    bin_dir = str(Path(sys.executable).parent)  # stage commands call this venv's dvc and python
-    env = {**os.environ, CLONE_VARIABLE: str(repo_root.resolve()),
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return command, env
+    _, env = venv_dvc()  # stage commands call this venv's dvc and python
+    return command, {**env, CLONE_VARIABLE: str(repo_root.resolve())}

@@ -130,12 +130,11 @@ def check_before_stages(repo_root: str, project: str) -> dvc_bridge.ProjectStatu
 
 
 @task(retries=2, retry_delay_seconds=10)
-def share_through_remote(repo_root: str, project: str, direction: str, remote: str) -> None:
+def share_through_remote(repo_root: str, stage_names: list[str], direction: str, remote: str) -> None:
     """``dvc pull`` before the stages (what another machine already built at this commit is
     fetched, not rebuilt) or ``dvc push`` after them (so the others can), with the project's
     stages as targets and the run cache. Retried: a remote is a network away."""
-    names = [node.name for node in dvc_bridge.project_stages(Path(repo_root), project)]
-    dvc_bridge.transfer(Path(repo_root), direction, remote, names, log=get_run_logger().info)
+    dvc_bridge.transfer(Path(repo_root), direction, remote, stage_names, log=get_run_logger().info)
 
 
 @flow(name="dvc-project", log_prints=True, task_runner=task_runner(DEFAULT_WORKERS))
@@ -148,8 +147,9 @@ def project_flow(project: str, repo_root: str = str(REPO_ROOT), remote: str | No
     holds of the project and, once every stage succeeded, pushes its outputs there: workers on
     several machines, each with its own clone, then share one cache.
     """
-    if remote:
-        share_through_remote.with_options(name="dvc-pull")(repo_root, project, "pull", remote)
+    if remote:  # the stage names from dvc.yaml alone: the check reads DVC's status after the pull
+        stage_names = [node.name for node in dvc_bridge.project_stages(Path(repo_root), project)]
+        share_through_remote.with_options(name="dvc-pull")(repo_root, stage_names, "pull", remote)
     status = check_before_stages(repo_root, project)
     futures: dict[str, PrefectFuture] = {}
     for node in status.stages:
@@ -160,7 +160,7 @@ def project_flow(project: str, repo_root: str = str(REPO_ROOT), remote: str | No
         )
     stage_results = [future.result() for future in futures.values()]
     if remote:
-        share_through_remote.with_options(name="dvc-push")(repo_root, project, "push", remote)
+        share_through_remote.with_options(name="dvc-push")(repo_root, list(futures), "push", remote)
     publish_results(project, stage_results, Path(repo_root))
     return stage_results
 
