@@ -39,4 +39,5 @@ def load_trained(model_dir: Path, fitted: Mapping[str, Any]) -> TrainedModel:
     def build() -> Any:
         return project.build_model(meta["model"], meta["framework"], meta["spec"], train, fitted)
 
-    return TrainedModel(backend.load(model_dir, build, project.task, train=train), backend, project, meta)
+    head = project.head(meta["model"], meta["framework"], meta["spec"], train)
+    return TrainedModel(backend.load(model_dir, build, project.task, train=train, head=head), backend, project, meta)

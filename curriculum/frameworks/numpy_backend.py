@@ -168,8 +168,12 @@ def fit(
     return load(model_dir, build=None, task=task, train=train)
 
 
-def load(model_dir: Path, build: Callable[[], numpy_mlp.Params] | None, task: Task, train: Any = None) -> Loaded:
-    """The best checkpoint's weights as float64 arrays; checked against the architecture when ``build`` is given."""
+def load(model_dir: Path, build: Callable[[], numpy_mlp.Params] | None, task: Task, train: Any = None,
+         head: Any = None) -> Loaded:
+    """The best checkpoint's weights as float64 arrays; checked against the architecture when ``build`` is given.
+    The from-scratch MLP's head is the task's (``head`` must be None)."""
+    if head is not None:
+        raise ValueError("the NumPy back end has no project heads: its MLP ends in the task's own head")
     saved = load_npz(model_dir / MODEL_FILE)
     params = {name: saved[name].astype(np.float64) for name in numpy_mlp.PARAM_NAMES}
     if build is not None:

@@ -98,6 +98,13 @@ class PredictionModel(nn.Module):
         return self.head(self.model(x))
 
 
+def _forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, takes_targets: bool) -> Any:
+    """The output the task's loss takes: the module's raw output, or, for a module with
+    ``takes_targets = True`` (a detector that computes its own losses, torchvision's convention),
+    what it returns when given the targets too."""
+    return model(x, y) if takes_targets else model(x)
+
+
 def as_tensor(x: np.ndarray) -> torch.Tensor:
     """The array as a tensor of its own dtype (float images, integer token ids...)."""
     return torch.from_numpy(np.ascontiguousarray(x))
@@ -114,13 +121,14 @@ def _evaluate(model: nn.Module, task: Task, loss_fn: Callable, x: torch.Tensor, 
     """Validation loss and metric. Under DDP each process scores every ``world``-th example and
     the sums are added up, so all processes see the same figures and stop at the same epoch."""
     model.eval()
+    takes_targets = getattr(model, "takes_targets", False)
     with torch.no_grad():
         if world == 1:
-            output = model(x.to(device))
             y = y.to(device)
+            output = _forward(model, x.to(device), y, takes_targets)
             return loss_fn(output, y).item(), task.torch_metric(output, y).mean().item()
         xs, ys = x[rank::world].to(device), y[rank::world].to(device)
-        output = model(xs)
+        output = _forward(model, xs, ys, takes_targets)
         totals = torch.tensor([loss_fn(output, ys).item() * len(xs), task.torch_metric(output, ys).sum().item(), len(xs)],
                               dtype=torch.float64)
     dist.all_reduce(totals)
@@ -137,16 +145,18 @@ STATE_FILE = "state.pt"
 
 
 def _epoch_inputs(
-    task: Task, train_split: Any, epoch: int, train: Any, seed: int, x_train: torch.Tensor, shuffle: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One epoch's training inputs and example order: the task's own for this epoch when it has
-    them (fresh augmentation, from ``(seed, epoch)``: the same as Keras'), else ``x_train`` in a
-    permutation drawn from ``shuffle``."""
+    task: Task, train_split: Any, epoch: int, train: Any, seed: int, x_train: torch.Tensor, y_train: torch.Tensor,
+    shuffle: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One epoch's training inputs, targets and example order: the task's own for this epoch when
+    it has them (fresh augmentation, from ``(seed, epoch)``: the same as Keras'; new targets too
+    when augmentation moves them), else ``x_train`` and ``y_train`` in a permutation drawn from ``shuffle``."""
     fresh = task.epoch_batches(train_split, epoch, train, seed)
     if fresh is None:
-        return x_train, torch.randperm(len(x_train), generator=shuffle)
-    inputs, order = fresh
-    return as_tensor(inputs), torch.from_numpy(np.asarray(order, dtype=np.int64))
+        return x_train, y_train, torch.randperm(len(x_train), generator=shuffle)
+    inputs, order, *targets = fresh
+    y = task.torch_targets(targets[0]) if targets else y_train
+    return as_tensor(inputs), y, torch.from_numpy(np.asarray(order, dtype=np.int64))
 
 
 def fit(
@@ -221,6 +231,7 @@ def fit(
         first_epoch, stopped = restart["epoch"] + 1, restart["stopped"]
     # DDP broadcasts rank 0's weights (and buffers, before every forward) and averages gradients.
     trained = DistributedDataParallel(model) if world > 1 else model
+    takes_targets = getattr(model, "takes_targets", False)
     # A weight with a size-1 axis (a conv on one input channel) may have any stride on that axis:
     # DDP then warns that its gradient's layout differs from the bucket's, which costs nothing here.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -228,7 +239,7 @@ def fit(
     for epoch in range(first_epoch, 1 if stopped else train.epochs + 1):
         trained.train()
         totals = torch.zeros(3, dtype=torch.float64)  # loss and metric summed over examples, examples seen
-        inputs, order = _epoch_inputs(task, train_split, epoch, train, seed, x_train, shuffle)
+        inputs, targets, order = _epoch_inputs(task, train_split, epoch, train, seed, x_train, y_train, shuffle)
         starts = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{train.epochs}",
                       unit="batch", leave=False, disable=None if rank == 0 else True)  # None: no bars in logs
         for start in starts:
@@ -236,9 +247,9 @@ def fit(
             if len(index) < world:  # too few for every process to take one: skipped by all alike
                 continue
             index = index[rank::world]
-            xb, yb = inputs[index].to(device), y_train[index].to(device)
+            xb, yb = inputs[index].to(device), targets[index].to(device)
             optimizer.zero_grad()
-            output = trained(xb)
+            output = _forward(trained, xb, yb, takes_targets)
             loss = loss_fn(output, yb) + (_l2_penalty(model, train.l2) if train.l2 else 0.0)
             loss.backward()
             optimizer.step()
@@ -272,11 +283,13 @@ def fit(
     return PredictionModel(model.eval(), task.torch_head(), task.output_names).eval()
 
 
-def load(model_dir: Path, build: Callable[[], nn.Module], task: Task, train: Any = None) -> PredictionModel:
-    """Rebuild the architecture and load the best checkpoint's weights (no pickle)."""
+def load(model_dir: Path, build: Callable[[], nn.Module], task: Task, train: Any = None,
+         head: nn.Module | None = None) -> PredictionModel:
+    """Rebuild the architecture and load the best checkpoint's weights (no pickle); ``head``: the
+    project's prediction head for this model (a detector's decoding), else the task's."""
     model = build()
     model.load_state_dict(torch.load(model_dir / MODEL_FILE, weights_only=True))
-    return PredictionModel(model.eval(), task.torch_head(), task.output_names).eval()
+    return PredictionModel(model.eval(), head if head is not None else task.torch_head(), task.output_names).eval()
 
 
 def _named(outputs: Any, names: tuple[str, ...]) -> dict[str, torch.Tensor]:

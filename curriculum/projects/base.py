@@ -75,6 +75,9 @@ class Project(Generic[ConfigT]):
     ``inputs``: model -> the split array it takes as its input instead of ``x``, for a model that
     reads the data its own way (a pretrained transformer's own token ids); exported, it takes that
     array too.
+    ``heads``: model -> framework -> ``"module:function"`` building the layers that turn the model's
+    raw output into its prediction (a detector's decoding), from ``(spec, train)``: prediction,
+    evaluation and export put them behind the trained model, in place of the task's head.
     ``serving_artifacts``: model -> the fitted artifacts its exported model needs beside it to turn
     a user's raw input into its input (a tokenizer); export writes them next to the model files.
     ``serving``: the :class:`~curriculum.serving.Interface` a user calls its exported models through
@@ -96,6 +99,7 @@ class Project(Generic[ConfigT]):
     pretrained: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     stems: Mapping[str, FrozenStem] = field(default_factory=dict)
     inputs: Mapping[str, str] = field(default_factory=dict)
+    heads: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     serving_artifacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     serving: Interface | None = None
     smoke: Mapping[str, Any] = field(default_factory=dict)
@@ -139,6 +143,11 @@ class Project(Generic[ConfigT]):
             raise KeyError(f"{self.name}: model {model!r} starts from the fitted artifact {artifact!r}, "
                            f"which preprocess did not write (it wrote {', '.join(fitted) or 'none'})")
         return builder(spec, train, fitted[artifact])
+
+    def head(self, model: str, framework: str, spec: Mapping[str, Any], train: Any) -> Any | None:
+        """The model's prediction head built in ``framework`` (see :attr:`heads`), or None."""
+        reference = self.heads.get(model, {}).get(framework)
+        return None if reference is None else _imported(reference)(spec, train)
 
     def model_spec(self, data: ProcessedData) -> dict[str, Any]:
         """What the builders know of the data: the task's spec, plus the facts preprocess recorded

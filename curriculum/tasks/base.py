@@ -40,6 +40,9 @@ class Task(ABC):
     #: the test metric a person reads first, and whether higher is better
     headline: str
     higher_is_better: bool
+    #: whether :meth:`evaluate` also takes the validation split's predictions (``val_predictions``),
+    #: for a test score that depends on a choice made on validation (a detector's score threshold)
+    scores_with_validation: bool = False
 
     def table_metrics(self) -> tuple[str, ...]:
         """The test metrics a results table shows for every model and baseline, headline first."""
@@ -54,11 +57,12 @@ class Task(ABC):
     def targets(self, split: Arrays) -> np.ndarray:
         return split["y"]
 
-    def epoch_batches(self, split: Arrays, epoch: int, train: Any, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def epoch_batches(self, split: Arrays, epoch: int, train: Any, seed: int) -> tuple[np.ndarray, ...] | None:
         """For a task whose training inputs change every epoch (augmentation): epoch ``epoch``'s
         (1-based) inputs, aligned with ``split``'s targets, and the order to train on them in (an
         int array of example indices, cut into mini-batches of ``train.batch_size`` by the back
-        end; targets and sample weights are indexed with it too). Computed with NumPy from
+        end; targets and sample weights are indexed with it too), and, third, the epoch's own
+        targets when augmentation moves them (a detector's boxes). Computed with NumPy from
         ``(seed, epoch)`` only, so every framework trains on the same batches in the same order
         and a resumed run regenerates the same epochs. None (the default): the split's own
         inputs, shuffled by the back end."""

@@ -118,7 +118,7 @@ def validation(raw: Arrays, config: TransferLearningConfig):
     """Summaries of every image and of class counts, held to the source's geometry."""
     from curriculum.validation import class_count_table, image_expectations, image_summary_table, rows_by_split
 
-    images = sources.images_only(raw)
+    images = mb.without_state_dict(raw)
     folder = config.download.image_folder
     shape = FASHION_MNIST_SHAPE if config.download.source == "fashion_mnist" else \
         {"height": folder.height, "width": folder.width, "channels": folder.channels}
@@ -154,7 +154,7 @@ def preprocess(raw: Arrays, config: TransferLearningConfig) -> ProcessedData:
     import torch
 
     settings, backbone = config.preprocess, config.preprocess.backbone
-    images = sources.images_only(raw)
+    images = mb.without_state_dict(raw)
     x, y = images["x"], images["y"]
     if "x_test" in images:
         counts = {"val": settings.val_per_class, "train": settings.train_per_class}
@@ -168,7 +168,7 @@ def preprocess(raw: Arrays, config: TransferLearningConfig) -> ProcessedData:
         parts = split_indices(y, counts, config.seed)
         splits = {name: (x[index], y[index]) for name, index in parts.items()}
 
-    state_dict = sources.backbone_state_dict(raw)
+    state_dict = mb.stored_state_dict(raw)
     torch.set_num_threads(backbone.threads)
     processed: dict[str, Arrays] = {}
     for name in ("train", "val", "test"):
@@ -185,7 +185,7 @@ def preprocess(raw: Arrays, config: TransferLearningConfig) -> ProcessedData:
 
 
 def subsample(raw: Arrays, config: TransferLearningConfig) -> Arrays:
-    images = limit_raw_per_class(sources.images_only(raw), config.download.max_per_class)
+    images = limit_raw_per_class(mb.without_state_dict(raw), config.download.max_per_class)
     return {**raw, **images}
 
 
