@@ -1,7 +1,8 @@
 """Run an ONNX model with onnxruntime on saved inputs; used in a fresh process by export.
 
 A separate process proves the exported file stands alone: nothing from the training
-framework is imported here. Inputs are matched to the graph's inputs by name (or, for a
+framework is imported here. A graph whose batch axis is a fixed number runs that many examples
+at a time. Inputs are matched to the graph's inputs by name (or, for a
 one-input graph, taken as that input); every output is returned, named positionally with
 the names given on the command line (the task's output names) or the graph's own.
 
@@ -36,8 +37,11 @@ def run_onnx(model_path: Path, inputs: dict[str, np.ndarray], output_names: list
         raise ValueError(f"{model_path}: the graph has outputs {graph_outputs}, expected {names}")
     feed = feeds(session, inputs)
     rows = len(next(iter(feed.values())))
-    # The first example runs alone: a graph that kept its traced batch size fails here, not in a server.
-    starts = [0, *range(min(rows, 1), rows, batch_size)]
+    fixed = session.get_inputs()[0].shape[0]
+    if isinstance(fixed, int):  # a graph of one batch size (exported so on purpose) runs batch by batch
+        starts = list(range(0, rows, fixed))
+    else:  # The first example runs alone: a graph that kept its traced batch size fails here, not in a server.
+        starts = [0, *range(min(rows, 1), rows, batch_size)]
     bounds = zip(starts, [*starts[1:], rows])
     batches = [session.run(None, {name: value[start:stop] for name, value in feed.items()})
                for start, stop in bounds if stop > start]

@@ -342,15 +342,18 @@ def export(
     model: PredictionModel, export_dir: Path, sample: np.ndarray,
     input_scaler: dict | None = None, output_scaler: dict | None = None, stem: nn.Module | None = None,
 ) -> dict[str, Path]:
-    """Write a ``torch.export`` program (.pt2) and an ONNX graph, both with a dynamic batch axis,
-    taking raw inputs and giving outputs in original units when scalers are given; a frozen
+    """Write a ``torch.export`` program (.pt2) and an ONNX graph, both with a dynamic batch axis
+    (or the module's fixed ``export_batch``), taking raw inputs and giving outputs in original units when scalers are given; a frozen
     ``stem`` (its cached output is what the model takes) goes in front."""
     export_dir.mkdir(parents=True, exist_ok=True)
     wrapped = input_scaler or output_scaler or stem is not None
     exported = RawInputOutput(model, input_scaler, output_scaler, stem).eval() if wrapped else model
     native, onnx_path = export_dir / "model.pt2", export_dir / "model.onnx"
-    example = (as_tensor(sample[:2]),)
-    dynamic_shapes = {"x": {0: torch.export.Dim("batch")}}
+    # A module that loops over the images of a batch (torchvision's detectors) traces into a graph
+    # of one batch size: it says which (``export_batch``), and both exports keep that size.
+    fixed_batch = getattr(model.model, "export_batch", None)
+    example = (as_tensor(sample[:fixed_batch or 2]),)
+    dynamic_shapes = None if fixed_batch else {"x": {0: torch.export.Dim("batch")}}
     with warnings.catch_warnings():  # nn.GRU/LSTM re-assign their flat weights while traced: harmless
         warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
         program = torch.export.export(exported, example, dynamic_shapes=dynamic_shapes)
@@ -371,6 +374,6 @@ def export(
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=r"Exporting a model to ONNX with a batch_size other than 1")
         warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced indexing")
-        torch.onnx.export(exported, example, onnx_path, dynamo=False, input_names=["x"],
-                          output_names=output_names, dynamic_axes={name: {0: "batch"} for name in ["x", *output_names]})
+        torch.onnx.export(exported, example, onnx_path, dynamo=False, input_names=["x"], output_names=output_names,
+                          dynamic_axes=None if fixed_batch else {name: {0: "batch"} for name in ["x", *output_names]})
     return {"native": native, "onnx": onnx_path}

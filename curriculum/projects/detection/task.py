@@ -23,6 +23,7 @@ from curriculum.tasks.base import Evaluation, Predictions, Task, training_curve_
 
 MATCH_IOU = 0.4  # DeepForest's benchmark IoU for precision and recall
 PARITY_IOU = 0.99  # an exported detection matches the trained model's at this IoU or more
+PARITY_CORNERS = 0.01  # pixels: how far the corners of two boxes of no area may be apart
 PARITY_MIN_SCORE = 0.05  # below it, ties at the top-K boundary may swap which box is kept
 
 
@@ -63,8 +64,8 @@ class Detection(Task):
     def torch_metric(self, components: Mapping[str, Any], target: Any) -> Any:
         import torch
 
-        box = sum(value for name, value in components.items() if name.startswith("box"))
-        return torch.full((len(target),), float(box))
+        box = sum(value.detach() for name, value in components.items() if name.startswith("box"))
+        return torch.as_tensor(box, dtype=torch.float32).expand(len(target))
 
     def torch_head(self) -> Any:
         from torch import nn
@@ -112,15 +113,22 @@ class Detection(Task):
 
     def parity(self, reference: Predictions, exported: Predictions, atol: float) -> dict[str, Any]:
         """Every detection scoring at least :data:`PARITY_MIN_SCORE` in either model has its match
-        in the other: same label, IoU >= :data:`PARITY_IOU`, score within ``atol``."""
+        in the other: same label, IoU >= :data:`PARITY_IOU`, score within ``atol``. Where the other
+        model's list is full (K detections), only scores above its last one by more than ``atol``
+        are sure to be in it: which of two nearly equal scores makes the top K is not a difference."""
         worst_iou, worst_score, unmatched, compared = 1.0, 0.0, 0, 0
+        k = reference["scores"].shape[1]
         for one, other in ((reference, exported), (exported, reference)):
             for a, b in zip(scores.split_detections(one), scores.split_detections(other), strict=True):
-                keep = a[1] >= PARITY_MIN_SCORE
+                floor = max(PARITY_MIN_SCORE, float(b[1].min()) + atol) if len(b[1]) == k else PARITY_MIN_SCORE
+                keep = a[1] >= floor
                 for box, score, label in zip(a[0][keep], a[1][keep], a[2][keep]):
                     compared += 1
                     same = b[2] == label
                     overlap = scores.iou_matrix(box[None], b[0][same])[0] if same.any() else np.zeros(0)
+                    # a box of no area (an untrained size head's) has no IoU: then its corners must agree
+                    if (box[2] - box[0]) * (box[3] - box[1]) <= 0:
+                        overlap = (np.abs(b[0][same] - box).max(axis=1, initial=0.0) <= PARITY_CORNERS).astype(float)
                     if not len(overlap) or overlap.max() < PARITY_IOU:
                         unmatched += 1
                         continue
