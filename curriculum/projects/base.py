@@ -82,6 +82,9 @@ class Project(Generic[ConfigT]):
     a user's raw input into its input (a tokenizer); export writes them next to the model files.
     ``serving``: the :class:`~curriculum.serving.Interface` a user calls its exported models through
     (None: export writes no ``serving.json`` and the server skips the project).
+    ``profiles``: named sets of dotted-key params overrides (``"long"``: a longer training schedule),
+    each a params switch: ``python -m pipeline experiment <project> <profile>`` runs the project
+    with them as a DVC experiment (:meth:`profile_overrides`).
     ``smoke``: dotted-key params overrides that shrink the project for the tiny-slice smoke test;
     ``smoke_variants``: the variants it runs there (None: all), for a project whose variants share
     their code paths two by two.
@@ -102,6 +105,7 @@ class Project(Generic[ConfigT]):
     heads: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     serving_artifacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     serving: Interface | None = None
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     smoke: Mapping[str, Any] = field(default_factory=dict)
     smoke_variants: tuple[str, ...] | None = None
 
@@ -127,6 +131,15 @@ class Project(Generic[ConfigT]):
         if problems:
             raise ConfigError("\n".join(problems))
         return config
+
+    def profile_overrides(self, profile: str) -> list[str]:
+        """``dvc exp run --set-param`` values of a profile (YAML values, keys under this project's section)."""
+        if profile not in self.profiles:
+            raise KeyError(f"{self.name} has no profile {profile!r}; it has {', '.join(self.profiles) or 'none'}")
+        import yaml
+
+        return [f"{self.name}.{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for key, value in self.profiles[profile].items()]
 
     def source(self, name: str) -> DataSource:
         return self.sources[name]

@@ -7,13 +7,13 @@ any COCO-format JSON too. Both detectors start from the ImageNet MobileNetV2 of 
 project (the raw data carries its weights, like the transfer project's).
 
 Modules: ``sources`` (fetching), ``boxes`` (tiling, padding, box-aware augmentation),
-``scores`` (mAP, precision/recall), ``task`` (what the stages ask), ``centernet*`` and
-``faster_rcnn`` (the models).
+``scores`` (mAP, precision/recall), ``baselines`` (classical crown finding), ``task`` (what
+the stages ask), ``centernet*`` and ``faster_rcnn`` (the models).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import numpy as np
 from pydantic import Field
@@ -25,6 +25,7 @@ from curriculum.config import (
 from curriculum.layout import Arrays, ProcessedData
 from curriculum.projects.base import DataSource, Project
 from curriculum.projects.detection import boxes, sources
+from curriculum.projects.detection.baselines import detection_baselines
 from curriculum.projects.detection.task import Detection
 
 TORCH_WEIGHTS, KERAS_WEIGHTS = "mobilenet_v2_torch", "mobilenet_v2_keras"  # preprocess's fitted artifacts
@@ -61,6 +62,7 @@ class DetectionTrain(TrainConfig):
     max_detections: PositiveInt  # detections kept per image (top-K)
     size_weight: NonNegativeFloat  # CenterNet loss: weight of the box-size L1
     offset_weight: NonNegativeFloat  # CenterNet loss: weight of the sub-pixel offset L1
+    colour_jitter: Annotated[float, Field(ge=0, lt=1)]  # brightness/contrast within 1 +/- this per epoch; 0 = off
 
 
 class DetectionEvaluate(Section):
@@ -227,6 +229,7 @@ PROJECT = Project(
     validation=validation,
     preprocess=preprocess,
     subsample=subsample,
+    custom_baselines=detection_baselines,
     models={
         "centernet": {"torch": f"{DETECTION}.centernet_torch:build_torch", "keras": f"{DETECTION}.centernet_keras:build_keras"},
         "faster_rcnn": {"torch": f"{DETECTION}.faster_rcnn:build_torch"},
@@ -237,5 +240,9 @@ PROJECT = Project(
     },
     heads={"centernet": {"torch": f"{DETECTION}.centernet_torch:torch_decoder",
                          "keras": f"{DETECTION}.centernet_keras:keras_decoder"}},
-    smoke={"download.crop": 256, "preprocess.tile_size": 128, "train.epochs": 2},
+    # `python -m pipeline experiment detection long`: about 25 minutes of training here
+    profiles={"long": {"train.epochs": 100, "variants.centernet-keras.train.epochs": 40,
+                       "variants.faster-rcnn-torch.train.epochs": 40}},
+    smoke={"download.crop": 256, "preprocess.tile_size": 128, "train.epochs": 2,
+           "variants.centernet-keras.train.epochs": 2, "variants.faster-rcnn-torch.train.epochs": 2},
 )

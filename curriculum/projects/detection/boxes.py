@@ -130,12 +130,27 @@ def transform_boxes(boxes: np.ndarray, symmetry: tuple[bool, bool, bool], size: 
     return out
 
 
-def augment_epoch(x: np.ndarray, y: np.ndarray, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch ``epoch``'s images and boxes: each image under one of the eight symmetries, drawn from
-    ``(seed, epoch)`` alone, so every framework and a resumed run see the same epoch."""
+def jitter_colours(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Brightness, contrast and per-channel gain each drawn within ``1 +/- strength`` (gains within
+    half that): other sites, seasons and cameras photograph the same crowns in other colours."""
+    brightness, contrast = rng.uniform(1 - strength, 1 + strength, size=2)
+    gains = rng.uniform(1 - strength / 2, 1 + strength / 2, size=3)
+    pixels = image.astype(np.float32)
+    mean = pixels.mean()
+    pixels = ((pixels - mean) * contrast + mean) * brightness * gains
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def augment_epoch(x: np.ndarray, y: np.ndarray, seed: int, epoch: int,
+                  colour_jitter: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch ``epoch``'s images and boxes: each image under one of the eight symmetries (and, with
+    ``colour_jitter``, in other colours), drawn from ``(seed, epoch)`` alone, so every framework
+    and a resumed run see the same epoch."""
     rng = np.random.default_rng([seed, epoch])
     choices = rng.integers(len(SYMMETRIES), size=len(x))
     size = x.shape[1]
-    images_out = np.stack([transform_image(image, SYMMETRIES[c]) for image, c in zip(x, choices)])
+    images_out = [transform_image(image, SYMMETRIES[c]) for image, c in zip(x, choices)]
+    if colour_jitter > 0:
+        images_out = [jitter_colours(image, rng, colour_jitter) for image in images_out]
     boxes_out = np.stack([transform_boxes(boxes, SYMMETRIES[c], size) for boxes, c in zip(y, choices)])
-    return np.ascontiguousarray(images_out), boxes_out
+    return np.ascontiguousarray(np.stack(images_out)), boxes_out

@@ -44,8 +44,9 @@ class Detection(Task):
 
     def epoch_batches(self, split: Mapping[str, np.ndarray], epoch: int, train: Any, seed: int):
         """Each tile under one of the square's eight symmetries (flips, 90-degree turns), boxes moved
-        with their pixels; drawn from ``(seed, epoch)``, so both frameworks train on the same epochs."""
-        x, y = box_ops.augment_epoch(split["x"], split["y"], seed, epoch)
+        with their pixels, colours jittered by ``train.colour_jitter``; drawn from ``(seed, epoch)``,
+        so both frameworks train on the same epochs."""
+        x, y = box_ops.augment_epoch(split["x"], split["y"], seed, epoch, train.colour_jitter)
         order = np.random.default_rng([seed, epoch, 1]).permutation(len(x))
         return x, order, y
 
@@ -102,6 +103,7 @@ class Detection(Task):
         threshold = scores.best_f1_threshold(self._truth(data, "val"), scores.split_detections(val_predictions), MATCH_IOU)
         metrics = self.score(data, predictions, "test", threshold)
         metrics["val"] = self.score(data, val_predictions, "val", threshold)
+        metrics["vs_baselines"] = self.compare(metrics, baselines)
         truth, found = self._truth(data, "test"), scores.split_detections(predictions)
         curve = scores.precision_recall_curve(truth, found, MATCH_IOU)
         points = np.unique(np.linspace(0, len(curve["threshold"]) - 1, min(len(curve["threshold"]), 200)).astype(int))
@@ -109,7 +111,7 @@ class Detection(Task):
                        "recall": float(curve["recall"][i])} for i in points]
         image = boxes_figure(data.split("test")["x"], truth, found, threshold, data.info["class_names"],
                              settings.plot_images)
-        return Evaluation(metrics, {"precision_recall.json": pr_records, "test_boxes.png": image})
+        return Evaluation(metrics, {"precision_recall.json": pr_records, "test_boxes.jpg": image})
 
     def parity(self, reference: Predictions, exported: Predictions, atol: float) -> dict[str, Any]:
         """Every detection scoring at least :data:`PARITY_MIN_SCORE` in either model has its match
@@ -144,21 +146,21 @@ class Detection(Task):
         definitions.append({f"{project} test precision-recall at IoU 0.4": {
             "template": "simple", "x": "recall",
             "y": {f"reports/{project}/{v}/plots/precision_recall.json": "precision" for v in variants}}})
-        definitions += [f"reports/{project}/{v}/plots/test_boxes.png" for v in variants]
+        definitions += [f"reports/{project}/{v}/plots/test_boxes.jpg" for v in variants]
         return definitions
 
 
 def boxes_figure(images: np.ndarray, truth: list[np.ndarray], found: list[scores.Detections], threshold: float,
                  class_names: list[str], limit: int) -> bytes:
     """The first ``limit`` test images with the true boxes (green) and the detections scoring at
-    least ``threshold`` (red), as a PNG."""
+    least ``threshold`` (red), as a JPEG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from curriculum.plots import figure_png
+    from curriculum.plots import figure_jpeg
 
     shown = min(limit, len(images))
     figure, axes = plt.subplots(1, shown, figsize=(5 * shown, 5.4), squeeze=False)
@@ -173,4 +175,4 @@ def boxes_figure(images: np.ndarray, truth: list[np.ndarray], found: list[scores
                        fontsize=9)
         axis.axis("off")
     figure.tight_layout()
-    return figure_png(figure, dpi=90)
+    return figure_jpeg(figure, dpi=90)
