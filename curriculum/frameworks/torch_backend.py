@@ -342,8 +342,8 @@ def export(
     model: PredictionModel, export_dir: Path, sample: np.ndarray,
     input_scaler: dict | None = None, output_scaler: dict | None = None, stem: nn.Module | None = None,
 ) -> dict[str, Path]:
-    """Write a ``torch.export`` program (.pt2) and an ONNX graph, both with a dynamic batch axis
-    (or the module's fixed ``export_batch``), taking raw inputs and giving outputs in original units when scalers are given; a frozen
+    """Write a ``torch.export`` program (.pt2, unless the module sets ``exports_program = False``)
+    and an ONNX graph, both with a dynamic batch axis (or the module's fixed ``export_batch``), taking raw inputs and giving outputs in original units when scalers are given; a frozen
     ``stem`` (its cached output is what the model takes) goes in front."""
     export_dir.mkdir(parents=True, exist_ok=True)
     wrapped = input_scaler or output_scaler or stem is not None
@@ -354,12 +354,17 @@ def export(
     fixed_batch = getattr(model.model, "export_batch", None)
     example = (as_tensor(sample[:fixed_batch or 2]),)
     dynamic_shapes = None if fixed_batch else {"x": {0: torch.export.Dim("batch")}}
-    with warnings.catch_warnings():  # nn.GRU/LSTM re-assign their flat weights while traced: harmless
-        warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
-        program = torch.export.export(exported, example, dynamic_shapes=dynamic_shapes)
-    for node in program.graph.nodes:  # source stack traces name this checkout's absolute paths:
-        node.meta.pop("stack_trace", None)  # without them a clone elsewhere exports the same bytes
-    torch.export.save(program, native)
+    files = {"onnx": onnx_path}
+    # torch.export refuses outputs whose size depends on the data in ways it cannot bound (the boxes
+    # NMS keeps in torchvision's detectors): such a module says so, and its ONNX graph is its export.
+    if getattr(model.model, "exports_program", True):
+        with warnings.catch_warnings():  # nn.GRU/LSTM re-assign their flat weights while traced: harmless
+            warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
+            program = torch.export.export(exported, example, dynamic_shapes=dynamic_shapes)
+        for node in program.graph.nodes:  # source stack traces name this checkout's absolute paths:
+            node.meta.pop("stack_trace", None)  # without them a clone elsewhere exports the same bytes
+        torch.export.save(program, native)
+        files = {"native": native, **files}
     # ONNX through torch's TorchScript-based exporter (``dynamo=False``; deprecated since torch 2.9,
     # present in the pinned one), which traces the module again. It maps LSTM/GRU cells and attention
     # to ONNX operators directly: 25-30x faster than the dynamo exporter, which re-decomposes the
@@ -376,4 +381,4 @@ def export(
         warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced indexing")
         torch.onnx.export(exported, example, onnx_path, dynamo=False, input_names=["x"], output_names=output_names,
                           dynamic_axes=None if fixed_batch else {name: {0: "batch"} for name in ["x", *output_names]})
-    return {"native": native, "onnx": onnx_path}
+    return files

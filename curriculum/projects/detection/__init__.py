@@ -241,7 +241,7 @@ PROJECT = Project(
     heads={"centernet": {"torch": f"{DETECTION}.centernet_torch:torch_decoder",
                          "keras": f"{DETECTION}.centernet_keras:keras_decoder"}},
     # `python -m pipeline experiment detection long`: about 25 minutes of training here
-    profiles={"long": {"train.epochs": 100, "variants.centernet-keras.train.epochs": 40,
+    profiles={"long": {"train.epochs": 80, "variants.centernet-keras.train.epochs": 40,
                        "variants.faster-rcnn-torch.train.epochs": 40}},
     smoke={"download.crop": 256, "preprocess.tile_size": 128, "train.epochs": 2,
            "variants.centernet-keras.train.epochs": 2, "variants.faster-rcnn-torch.train.epochs": 2},

@@ -77,6 +77,7 @@ class FasterRCNNDetector(torch.nn.Module):
 
     takes_targets = True  # the training loop passes the targets: torchvision computes its own losses
     export_batch = 1  # torchvision loops over a batch's images: a traced graph keeps the traced count
+    exports_program = False  # torch.export cannot bound NMS's data-dependent box count: ONNX is the export
 
     def __init__(self, model: torch.nn.Module, max_detections: int):
         super().__init__()
