@@ -192,3 +192,37 @@ def test_parity_needs_matching_boxes_and_scores():
     moved = task.parity(reference, prediction([[0, 0, 10, 10], [20, 20, 40, 41]], [0.9, 0.5]), 1e-4)
     assert not moved["passed"] and moved["unmatched"] == 2  # missing in each direction
     assert not task.parity(reference, prediction([[0, 0, 10, 10]], [0.9]), 1e-4)["passed"]
+
+
+def test_the_long_profile_is_a_params_switch_the_config_accepts(tmp_path):
+    """`python -m pipeline experiment detection long` passes these to `dvc exp run --set-param`."""
+    import yaml
+
+    from curriculum.projects import get_project
+
+    project = get_project("detection")
+    overrides = project.profile_overrides("long")
+    assert "detection.train.epochs=80" in overrides
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for override in overrides:
+        dotted, value = override.split("=", 1)
+        *path, key = dotted.split(".")
+        section = params
+        for part in path:
+            section = section[part]
+        section[key] = yaml.safe_load(value)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    config = project.load_config(tmp_path / "params.yaml")
+    assert config.variant_train("centernet-torch").epochs == 80
+    assert config.variant_train("faster-rcnn-torch").epochs == 40
+    with pytest.raises(KeyError, match="no profile 'short'"):
+        project.profile_overrides("short")
+
+
+def test_colour_jitter_is_seeded_and_leaves_boxes_alone():
+    x = np.full((3, 8, 8, 3), 120, np.uint8)
+    y = boxes.pad_boxes([np.array([[1, 1, 4, 4, 0]], np.float32)] * 3)
+    plain, jittered = boxes.augment_epoch(x, y, 5, 1), boxes.augment_epoch(x, y, 5, 1, colour_jitter=0.2)
+    np.testing.assert_array_equal(plain[1], jittered[1])
+    assert not np.array_equal(plain[0], jittered[0])
+    np.testing.assert_array_equal(jittered[0], boxes.augment_epoch(x, y, 5, 1, colour_jitter=0.2)[0])

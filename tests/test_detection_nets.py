@@ -286,6 +286,7 @@ def test_torch_model_and_decoder_export_to_onnx_with_a_dynamic_batch(ct, torch_n
     np.testing.assert_array_equal(got[2][top], expected[2][top])
 
 
+@pytest.mark.slow  # the smoke pipeline's export stage runs this export and its parity check by default
 def test_keras_model_saves_reloads_and_exports_to_onnx_with_the_decoder(ck, keras_net, images, tmp_path):
     import warnings
 

@@ -23,13 +23,16 @@ import yaml
 from PIL import Image
 
 from curriculum.layout import ProcessedData
+from curriculum.projects import get_project
 from pipeline.serving.process import ServerProcess
 
 EXAMPLES = 5  # test-split examples posted per model (one request: a batch)
 
 
 def served_variants(root: Path) -> dict[str, dict]:
-    return yaml.safe_load((root / "params.yaml").read_text())["variants"]
+    """Every variant of a project with a serving interface (the others export files, no endpoint)."""
+    variants = yaml.safe_load((root / "params.yaml").read_text())["variants"]
+    return {name: spec for name, spec in variants.items() if get_project(spec["project"]).serving is not None}
 
 
 def predict(server: ServerProcess, name: str, body=None, **kwargs) -> httpx.Response:

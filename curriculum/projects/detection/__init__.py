@@ -245,4 +245,7 @@ PROJECT = Project(
                        "variants.faster-rcnn-torch.train.epochs": 40}},
     smoke={"download.crop": 256, "preprocess.tile_size": 128, "train.epochs": 2,
            "variants.centernet-keras.train.epochs": 2, "variants.faster-rcnn-torch.train.epochs": 2},
+    # The torch one-stage detector's own parts (its net, its decoder head, their export) have unit tests
+    # against the Keras twin; these two cover both frameworks, both heads kinds and the fixed-batch export.
+    smoke_variants=("centernet-keras", "faster-rcnn-torch"),
 )
