@@ -44,17 +44,13 @@ def images():
 
 @pytest.fixture(scope="session")
 def ct():
-    torch.set_num_threads(2)
     from curriculum.projects.detection import centernet_torch
 
     return centernet_torch
 
 
 @pytest.fixture(scope="session")
-def ck():
-    from curriculum.frameworks.keras_backend import set_threads
-
-    set_threads(2)
+def ck():  # TensorFlow's thread pools stay as the session made them (they cannot change once started)
     from curriculum.projects.detection import centernet_keras
 
     return centernet_keras

@@ -53,6 +53,7 @@ def finished(study) -> list:
     return study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
 
 
+@pytest.mark.slow  # 69 s: moved out of the default suite's 20 minutes when the detection project joined the smoke build
 def test_two_workers_share_a_postgresql_study_killed_mid_trial_and_resumed(prefect_api, postgres_url, repo_copy):
     """`python -m pipeline tune` with two workers on a real PostgreSQL server, SIGKILLed with
     trials running, then resumed: only the killed trials are lost, and every finished trial is a
