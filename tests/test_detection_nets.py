@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from curriculum.backbones import mobilenet_v2 as mb
 from curriculum.projects.detection import centernet as cn
 
 torch = pytest.importorskip("torch")
@@ -25,16 +24,6 @@ BOXES = np.array([  # (2, 3, 5) padded boxes: x_min, y_min, x_max, y_max, label;
     [[10, 12, 30, 40, 0], [40, 5, 60, 20, 1], [-1, -1, -1, -1, -1]],
     [[3, 3, 20, 21, 1], [-1, -1, -1, -1, -1], [-1, -1, -1, -1, -1]],
 ], np.float32)
-
-
-@pytest.fixture(scope="session")
-def state_dict(tmp_path_factory):
-    return mb.fetch_state_dict(tmp_path_factory.mktemp("detection-weights"))
-
-
-@pytest.fixture(scope="session")
-def ported(state_dict):
-    return mb.port_weights(state_dict)
 
 
 @pytest.fixture(scope="session")

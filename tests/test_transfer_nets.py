@@ -21,16 +21,6 @@ FINE_TUNE_FROM = 14
 
 
 @pytest.fixture(scope="session")
-def state_dict(tmp_path_factory):
-    return mb.fetch_state_dict(tmp_path_factory.mktemp("transfer-weights"))
-
-
-@pytest.fixture(scope="session")
-def ported(state_dict):
-    return mb.port_weights(state_dict)
-
-
-@pytest.fixture(scope="session")
 def images():
     """Fashion-MNIST-like raw inputs: (8, 28, 28, 1) float32 in [0, 1] (random uint8 / 255)."""
     rng = np.random.default_rng(0)
