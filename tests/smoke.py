@@ -14,6 +14,29 @@ from pipeline.sync import derived_params, sync
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
 
+def dotted_parent(params: dict, dotted: str) -> tuple[dict, str]:
+    """The section holding a dotted params key (``train.epochs``) and the key's last part."""
+    *path, key = dotted.split(".")
+    section = params
+    for part in path:
+        section = section[part]
+    return section, key
+
+
+def set_dotted(params: dict, dotted: str, value) -> None:
+    section, key = dotted_parent(params, dotted)
+    section[key] = value
+
+
+def write_params(root: Path, params: dict) -> None:
+    """Write ``params`` as the repository's params.yaml; its derived lists (below sync's marker),
+    and dvc.yaml/prefect.yaml with them, follow from the project sections."""
+    derived = derived_params(params)
+    (root / "params.yaml").write_text(yaml.safe_dump({key: value for key, value in params.items() if key not in derived},
+                                                     sort_keys=False))
+    sync(root)
+
+
 def smoke_params(params: dict) -> dict:
     """Every project's pipeline, shrunk by the overrides its module declares (``Project.smoke``) and
     cut to its ``smoke_variants``."""
@@ -22,11 +45,7 @@ def smoke_params(params: dict) -> dict:
     for project in project_names():
         spec = get_project(project)
         for dotted, value in spec.smoke.items():
-            *path, key = dotted.split(".")
-            section = params[project]
-            for part in path:
-                section = section[part]
-            section[key] = value
+            set_dotted(params[project], dotted, value)
         if spec.smoke_variants is not None:
             variants = params[project]["variants"]
             params[project]["variants"] = {name: variants[name] for name in spec.smoke_variants}
@@ -54,12 +73,7 @@ def build_smoke_repo(root: Path) -> Path:
     if template.exists():
         (root / "build").mkdir(exist_ok=True)
         shutil.copy2(template, root / "build" / template.name)
-    params_path = root / "params.yaml"
-    params = smoke_params(yaml.safe_load(params_path.read_text()))
-    derived = derived_params(params)  # the variant lists follow the smoke params, below sync's marker
-    params_path.write_text(yaml.safe_dump({key: value for key, value in params.items() if key not in derived},
-                                          sort_keys=False))
-    sync(root)
+    write_params(root, smoke_params(yaml.safe_load((root / "params.yaml").read_text())))
     _git(root, "init", "-q")
     commit(root, "smoke copy")
     return root

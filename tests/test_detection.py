@@ -9,6 +9,7 @@ import pytest
 
 from curriculum.projects.detection import boxes, scores
 from curriculum.projects.detection.task import Detection
+from tests.smoke import set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,11 +207,7 @@ def test_the_long_profile_is_a_params_switch_the_config_accepts(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for override in overrides:
         dotted, value = override.split("=", 1)
-        *path, key = dotted.split(".")
-        section = params
-        for part in path:
-            section = section[part]
-        section[key] = yaml.safe_load(value)
+        set_dotted(params, dotted, yaml.safe_load(value))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     config = project.load_config(tmp_path / "params.yaml")
     assert config.variant_train("centernet-torch").epochs == 80

@@ -9,8 +9,7 @@ import sys
 import pytest
 import yaml
 
-from pipeline.sync import derived_params, sync
-from tests.smoke import REPO_ROOT, build_smoke_repo, commit, dvc
+from tests.smoke import REPO_ROOT, build_smoke_repo, commit, dvc, write_params
 
 PROJECT = "detection"
 
@@ -21,10 +20,7 @@ def test_the_long_profile_reaches_map_030_and_recall_05(tmp_path):
     params_path = root / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params[PROJECT] = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())[PROJECT]  # undo the shrinking
-    derived = derived_params(params)
-    params_path.write_text(yaml.safe_dump({key: value for key, value in params.items() if key not in derived},
-                                          sort_keys=False))
-    sync(root)  # the variant lists below sync's marker: every detection variant again
+    write_params(root, params)  # the variant lists below sync's marker: every detection variant again
     commit(root, "full-size detection")
 
     subprocess.run([sys.executable, "-m", "pipeline", "--repo", str(root), "experiment", PROJECT, "long"],

@@ -11,7 +11,7 @@ import yaml
 
 from curriculum.results import TIMING_FILE
 from pipeline.params_check import params_problems
-from tests.smoke import commit, dvc, stages_run
+from tests.smoke import commit, dotted_parent, dvc, stages_run
 
 SNN = "simple_nn"
 
@@ -26,10 +26,7 @@ def tracked_results(root: Path) -> dict[str, bytes]:
 def set_param(root: Path, dotted: str, value) -> None:
     path = root / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    *parents, key = dotted.split(".")
-    section = params
-    for part in parents:
-        section = section[part]
+    section, key = dotted_parent(params, dotted)
     if value is None:
         del section[key]
     else:
